@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+
+class JobStatus(StrEnum):
+    created = "created"
+    uploading = "uploading"
+    submitted = "submitted"
+    validating_files = "validating_files"
+    queued = "queued"
+    running = "running"
+    paused = "paused"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class MethodType(StrEnum):
+    supervised = "supervised"
+    dpo = "dpo"
+
+
+class JobMethod(BaseModel):
+    type: MethodType = MethodType.supervised
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict, description="Checked against the provider's parameter schema (GET /v1/providers)."
+    )
+
+
+class JobCreate(BaseModel):
+    training_dataset_id: str
+    validation_dataset_id: str | None = None
+    provider: str | None = Field(default=None, description="Provider name; default: the server's default provider.")
+    model: str = Field(min_length=1, max_length=200, description="Base model to fine-tune.")
+    method: JobMethod = Field(default_factory=JobMethod)
+    suffix: str | None = Field(default=None, min_length=1, max_length=64)
+    seed: int | None = Field(default=None, ge=0, le=2147483647)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    max_cost_usd: Decimal | None = Field(default=None, gt=0, description="Refuse the job if the estimate is above.")
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, v: dict[str, str]) -> dict[str, str]:
+        # OpenAI's limits, applied to every provider so a recipe moves between them unchanged.
+        if len(v) > 16:
+            raise ValueError("at most 16 metadata pairs")
+        for key, value in v.items():
+            if len(key) > 64 or len(value) > 512:
+                raise ValueError(f"metadata {key!r}: keys up to 64 characters, values up to 512")
+        return v
+
+
+class JobError(BaseModel):
+    code: str | None = None
+    message: str
+    param: str | None = None
+
+
+class JobOut(BaseModel):
+    object: str = "fine_tuning.job"
+    id: str
+    project_id: str
+    provider: str
+    model: str
+    method: JobMethod
+    training_dataset_id: str
+    validation_dataset_id: str | None = None
+    suffix: str | None = None
+    seed: int | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    status: JobStatus
+    status_reason: str | None = None
+    provider_status: str | None = Field(default=None, description="The provider's own status, verbatim.")
+    provider_job_id: str | None = None
+    fine_tuned_model: str | None = None
+    trained_tokens: int | None = None
+    estimated_cost_usd: str | None = None
+    actual_cost_usd: str | None = None
+    max_cost_usd: str | None = None
+    price_table_version: str | None = None
+    error: JobError | None = None
+    warnings: list[dict[str, Any]] = Field(default_factory=list)
+    requested_action: str | None = None
+    rerun_of_job_id: str | None = None
+    evaluation_id: str | None = None
+    estimated_finish_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class JobEventOut(BaseModel):
+    object: str = "fine_tuning.job.event"
+    id: str
+    job_id: str
+    source: str
+    type: str
+    level: str
+    message: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class CheckpointOut(BaseModel):
+    object: str = "fine_tuning.job.checkpoint"
+    id: str
+    job_id: str
+    step: int
+    model: str | None = None
+    metrics: dict[str, Any]
+    created_at: datetime

@@ -1,0 +1,158 @@
+"""The ``finetune`` command: server roles, database and project administration, offline tools."""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+from typing import Annotated
+
+import typer
+
+from service import db, logs
+from service.settings import get_settings
+
+app = typer.Typer(help="Fine-tuning control plane.", no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="Database administration.", no_args_is_help=True)
+projects_app = typer.Typer(help="Projects and API keys.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(projects_app, name="projects")
+
+
+def _setup() -> None:
+    s = get_settings()
+    logs.configure(s.log_level, s.log_json)
+
+
+def _run_api(host: str | None, port: int | None) -> None:
+    import uvicorn
+
+    from service.api.app import create_app
+
+    s = get_settings()
+    uvicorn.run(
+        create_app(s),
+        host=host or s.host,
+        port=port or s.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default FINETUNE_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default FINETUNE_PORT).")] = None,
+) -> None:
+    """Everything in one process: API, worker and sweeper (the embedded default: SQLite + in-process broker)."""
+    _setup()
+    s = get_settings()
+    db.upgrade(s)
+    embedded = importlib.import_module("worker.embedded")
+    sweeper_mod = importlib.import_module("worker.sweeper")
+    worker = embedded.EmbeddedWorker(concurrency=s.worker_concurrency)
+    worker.start()
+    sweeper = sweeper_mod.Sweeper()
+    sweeper.start_thread()
+    typer.echo(f"finetune serving on http://{host or s.host}:{port or s.port} (data in {s.data_dir})", err=True)
+    try:
+        _run_api(host, port)
+    finally:
+        sweeper.stop()
+        worker.stop()
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """The HTTP API only (run workers and a sweeper separately, against PostgreSQL and Redis)."""
+    _setup()
+    db.upgrade(get_settings())
+    _run_api(host, port)
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated queues: default, webhooks, train.")] = "default,webhooks,train",
+    concurrency: Annotated[int | None, typer.Option(help="Processes (default FINETUNE_WORKER_CONCURRENCY).")] = None,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork, threads, solo.")] = "prefork",
+) -> None:
+    """A Celery worker. Use a separate worker with ``--queues train --concurrency 1`` per training device."""
+    _setup()
+    s = get_settings()
+    if s.embedded_broker:
+        typer.echo("the in-process broker only works with `finetune serve`; set FINETUNE_BROKER_URL", err=True)
+        raise typer.Exit(2)
+    db.upgrade(s)
+    celery_app = importlib.import_module("worker.celery_app").app
+    celery_app.worker_main(
+        [
+            "worker",
+            f"--queues={queues}",
+            f"--concurrency={concurrency or s.worker_concurrency}",
+            f"--pool={pool}",
+            f"--loglevel={s.log_level}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@app.command()
+def sweeper() -> None:
+    """Re-enqueue due and stuck rows from the database (one is enough; more are harmless)."""
+    _setup()
+    s = get_settings()
+    db.upgrade(s)
+    sw = importlib.import_module("worker.sweeper").Sweeper()
+    signal.signal(signal.SIGTERM, lambda *_: sw.stop())
+    try:
+        sw.run()
+    except KeyboardInterrupt:
+        sw.stop()
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply all database migrations."""
+    _setup()
+    db.upgrade(get_settings())
+    typer.echo("database is up to date")
+
+
+@projects_app.command("create")
+def projects_create(name: str) -> None:
+    """Create a project and print its first API key (shown only once)."""
+    from service.projects.service import create_project
+
+    _setup()
+    s = get_settings()
+    db.upgrade(s)
+    with db.session_scope(s) as session:
+        project, key, plain = create_project(session, name, s.server_secret())
+    typer.echo(f"project: {project.id}", err=True)
+    typer.echo(f"api key ({key.prefix}...): store it now, it is not shown again", err=True)
+    typer.echo(plain)
+
+
+@projects_app.command("list")
+def projects_list() -> None:
+    from service.projects.service import list_projects
+
+    _setup()
+    s = get_settings()
+    db.upgrade(s)
+    with db.session_scope(s) as session:
+        for p in list_projects(session):
+            typer.echo(f"{p.id}\t{p.name}\t{p.created_at.isoformat()}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,36 @@
+"""Database rows to API shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api_schemas.datasets import DatasetOut
+from service.datasets.models import Dataset
+
+
+def summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not report:
+        return None
+    keep = ("valid", "format", "error_count", "warning_count", "issue_counts", "token_totals", "cost_estimate")
+    return {k: report[k] for k in keep if k in report}
+
+
+def dataset_out(ds: Dataset) -> DatasetOut:
+    return DatasetOut(
+        id=ds.id,
+        project_id=ds.project_id,
+        filename=ds.filename,
+        status=ds.status,
+        format=ds.format,
+        declared_format=ds.declared_format,
+        sha256=ds.sha256,
+        size_bytes=ds.size_bytes,
+        n_examples=ds.n_examples,
+        model=ds.model,
+        source_dataset_id=ds.source_dataset_id,
+        derivation=ds.derivation,
+        summary=summary(ds.report),
+        metadata=ds.metadata_,
+        created_at=ds.created_at,
+        updated_at=ds.updated_at,
+    )

@@ -1,0 +1,434 @@
+"""The job lifecycle: create with pre-flight checks, then advance one step at a time until a terminal state.
+
+Each step runs under a lease on the job row (``service.work.leased``) and commits its transition, so a killed worker
+loses at most the step in flight, and the step is safe to run again: uploads are looked up by content hash and
+provider jobs by our job id before anything is created.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+from sqlmodel import Session, select
+
+from api_schemas.datasets import DatasetStatus
+from api_schemas.jobs import JobCreate, JobStatus
+from service.clock import utcnow
+from service.datasets.models import Dataset
+from service.datasets.storage import blob_path
+from service.errors import Conflict, InvalidInput, NotFound
+from service.events import service as events
+from service.jobs import states
+from service.jobs.models import Job, JobCheckpoint, JobEvent
+from service.logs import job_id_var
+from service.providers import registry
+from service.providers.base import JobSpec, ProviderError, ProviderJob, TrainingProvider
+from service.providers.models import ProviderFile
+from service.settings import Settings, get_settings
+from service.work import leased
+
+log = logging.getLogger(__name__)
+
+S = JobStatus
+AT_PROVIDER = {S.submitted, S.validating_files, S.queued, S.running, S.paused}
+
+
+# Polling ------------------------------------------------------------------------------------------------------------
+
+
+def poll_delay(status: S, estimated_finish: datetime | None, now: datetime, settings: Settings) -> float:
+    """How long to wait before asking the provider again: often while things change fast, rarely while training."""
+    base = {S.submitted: 2.0, S.validating_files: 5.0, S.queued: 15.0, S.running: 30.0, S.paused: 120.0}.get(status, 30.0)
+    if status == S.running and estimated_finish is not None:
+        remaining = (estimated_finish - now).total_seconds()
+        # Poll about ten times over the remaining time, more often near the end.
+        base = max(10.0, min(120.0, remaining / 10)) if remaining > 0 else 10.0
+    return max(settings.poll_min_s, min(settings.poll_max_s, base * settings.poll_scale))
+
+
+# Creating -----------------------------------------------------------------------------------------------------------
+
+
+def _dataset(session: Session, project_id: str, dataset_id: str, role: str) -> Dataset:
+    ds = session.get(Dataset, dataset_id)
+    if ds is None or ds.project_id != project_id:
+        raise NotFound("dataset", dataset_id)
+    if ds.status != DatasetStatus.ready:
+        raise Conflict(
+            f"{role} dataset {dataset_id} is {ds.status}, not ready"
+            + ("; see GET /v1/datasets/{id}/report" if ds.status == DatasetStatus.invalid else ""),
+            code="dataset_not_ready",
+        )
+    return ds
+
+
+def create_job(session: Session, project_id: str, req: JobCreate, settings: Settings | None = None) -> Job:
+    settings = settings or get_settings()
+    provider_name = req.provider or settings.default_provider
+    entry = registry.entry(provider_name)
+    ok, reason = entry.availability()
+    if not ok:
+        raise InvalidInput(f"provider {provider_name!r} is not available: {reason}", code="provider_unavailable")
+    if req.method.type.value not in entry.capabilities.methods:
+        raise InvalidInput(
+            f"provider {provider_name!r} does not support method {req.method.type.value!r}", code="method_unsupported"
+        )
+    try:
+        params = entry.params_model(**req.method.hyperparameters)
+    except (ValidationError, ValueError, TypeError) as exc:
+        raise InvalidInput(f"invalid hyperparameters for {provider_name}: {exc}", code="invalid_hyperparameters") from exc
+    train = _dataset(session, project_id, req.training_dataset_id, "training")
+    if req.validation_dataset_id:
+        _dataset(session, project_id, req.validation_dataset_id, "validation")
+
+    from service.jobs.preflight import preflight
+
+    check = preflight(provider_name, req.model, train, params.model_dump(exclude_none=True), req.method.type.value)
+    if req.max_cost_usd is not None and check.estimated_cost is not None and check.estimated_cost > req.max_cost_usd:
+        raise InvalidInput(
+            f"estimated cost ${check.estimated_cost} is above max_cost_usd ${req.max_cost_usd}", code="cost_limit_exceeded"
+        )
+    job = Job(
+        project_id=project_id,
+        provider=provider_name,
+        base_model=req.model,
+        method={"type": req.method.type.value, "hyperparameters": params.model_dump(exclude_none=True)},
+        training_dataset_id=train.id,
+        validation_dataset_id=req.validation_dataset_id,
+        suffix=req.suffix,
+        seed=req.seed,
+        metadata_=dict(req.metadata),
+        status=S.created,
+        estimated_cost_usd=str(check.estimated_cost) if check.estimated_cost is not None else None,
+        max_cost_usd=str(req.max_cost_usd) if req.max_cost_usd is not None else None,
+        price_table_version=check.price_table_version,
+        warnings=check.warnings,
+        next_run_at=utcnow(),
+    )
+    session.add(job)
+    session.flush()
+    _record_transition(session, job, None, S.created, "job created")
+    return job
+
+
+def get_job(session: Session, project_id: str, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or job.project_id != project_id:
+        raise NotFound("job", job_id)
+    return job
+
+
+def request_action(session: Session, project_id: str, job_id: str, action: str) -> Job:
+    """Record a cancel / pause / resume; the worker carries it out at the provider on its next step."""
+    job = get_job(session, project_id, job_id)
+    status = S(job.status)
+    if status not in states.ACTIONS[action]:
+        raise Conflict(f"cannot {action} a job that is {status.value}", code=f"job_not_{action}able")
+    entry = registry.entry(job.provider)
+    if action in ("pause", "resume") and not entry.capabilities.pause_resume:
+        raise Conflict(f"provider {job.provider!r} cannot {action} jobs", code="action_unsupported")
+    if action == "cancel" and status in (S.created, S.uploading) and job.provider_job_id is None:
+        # Nothing exists at the provider yet... unless a create is in flight; the step reconciles before creating.
+        job.requested_action = "cancel"
+    else:
+        job.requested_action = action
+    job.next_run_at = utcnow()
+    job.updated_at = utcnow()
+    session.add(job)
+    return job
+
+
+# Advancing ----------------------------------------------------------------------------------------------------------
+
+
+def _record_transition(session: Session, job: Job, old: S | None, new: S, reason: str) -> None:
+    session.add(
+        JobEvent(
+            job_id=job.id,
+            source="service",
+            type="status",
+            message=f"{old.value if old else '-'} -> {new.value}: {reason}",
+            data={"from": old.value if old else None, "to": new.value, "reason": reason},
+        )
+    )
+
+
+def transition(session: Session, job: Job, new: S, reason: str) -> bool:
+    old = S(job.status)
+    if old == new:
+        return False
+    states.check_transition(old, new)
+    now = utcnow()
+    job.status = new
+    job.status_reason = reason
+    if new == S.running and job.started_at is None:
+        job.started_at = now
+    if new in states.TERMINAL:
+        job.finished_at = job.finished_at or now
+        job.next_run_at = None
+        job.requested_action = None
+    _record_transition(session, job, old, new, reason)
+    if new in states.EVENT_ON_ENTER:
+        from service.jobs.views import job_out
+
+        events.record(session, job.project_id, states.EVENT_ON_ENTER[new], job_out(job).model_dump(mode="json"))
+    return True
+
+
+def advance(job_id: str, *, max_steps: int = 20) -> None:
+    """Run due steps of one job until it waits on the provider (or ``max_steps``, to stay fair to other jobs)."""
+    token = job_id_var.set(job_id)
+    try:
+        for _ in range(max_steps):
+            if not _step(job_id):
+                return
+    finally:
+        job_id_var.reset(token)
+
+
+def _step(job_id: str) -> bool:
+    """One step. Returns True when another step is due right away."""
+    settings = get_settings()
+    with leased(Job, job_id) as got:
+        if got is None:
+            return False
+        session, job = got
+        try:
+            provider = registry.build_provider(session, settings, job.project_id, job.provider)
+            _run_step(session, job, provider, settings)
+        except ProviderError as exc:
+            _provider_failure(session, job, exc, settings)
+        now = utcnow()
+        return job.next_run_at is not None and job.next_run_at <= now
+
+
+def _provider_failure(session: Session, job: Job, exc: ProviderError, settings: Settings) -> None:
+    now = utcnow()
+    if exc.transient:
+        errors = int((job.provider_data or {}).get("_consecutive_errors", 0)) + 1
+        backoff = min(600.0, 5.0 * 2 ** min(errors, 7))
+        delay = max(exc.retry_after or 0.0, backoff * settings.poll_scale)
+        job.provider_data = {**(job.provider_data or {}), "_consecutive_errors": errors}
+        job.next_run_at = now + timedelta(seconds=delay)
+        job.last_error = exc.message[:2000]
+        log.warning("provider error on job %s (retry in %.1fs): %s", job.id, delay, exc.message)
+        return
+    job.error = exc.as_error()
+    transition(session, job, S.failed, f"provider refused: {exc.message}")
+
+
+def _run_step(session: Session, job: Job, provider: TrainingProvider, settings: Settings) -> None:
+    status = S(job.status)
+    now = utcnow()
+    if status in states.TERMINAL:
+        job.next_run_at = None
+        return
+    if job.requested_action == "cancel" and status in (S.created, S.uploading) and job.provider_job_id is None:
+        found = provider.find_job(job.id)
+        if found is None:
+            transition(session, job, S.cancelled, "cancelled before submission")
+            return
+        _adopt(job, found)
+    if status == S.created:
+        transition(session, job, S.uploading, "uploading files")
+        job.next_run_at = now
+        return
+    if status == S.uploading:
+        _upload_and_submit(session, job, provider, settings)
+        return
+    _follow(session, job, provider, settings)
+
+
+def _ensure_file(session: Session, provider: TrainingProvider, dataset: Dataset, settings: Settings) -> str:
+    purpose = "fine-tune"
+    existing = session.exec(
+        select(ProviderFile).where(
+            ProviderFile.provider == provider.name,
+            ProviderFile.account == provider.account,
+            ProviderFile.sha256 == dataset.sha256,
+            ProviderFile.purpose == purpose,
+        )
+    ).first()
+    if existing is not None:
+        return existing.provider_file_id
+    file_id = provider.find_file(sha256=dataset.sha256, purpose=purpose)
+    if file_id is None:
+        file_id = provider.upload_file(blob_path(settings, dataset.sha256), sha256=dataset.sha256, purpose=purpose)
+    session.add(
+        ProviderFile(
+            provider=provider.name, account=provider.account, sha256=dataset.sha256, purpose=purpose, provider_file_id=file_id
+        )
+    )
+    session.flush()
+    return file_id
+
+
+def _adopt(job: Job, pj: ProviderJob) -> None:
+    job.provider_job_id = pj.id
+    job.provider_status = pj.raw_status
+    job.provider_data = pj.raw
+
+
+def _upload_and_submit(session: Session, job: Job, provider: TrainingProvider, settings: Settings) -> None:
+    if job.provider_training_file_id is None:
+        job.provider_training_file_id = _ensure_file(session, provider, session.get(Dataset, job.training_dataset_id), settings)
+        session.add(job)
+    if job.validation_dataset_id and job.provider_validation_file_id is None:
+        job.provider_validation_file_id = _ensure_file(
+            session, provider, session.get(Dataset, job.validation_dataset_id), settings
+        )
+    # Reconcile before creating: a previous attempt may have created the job and died before recording it.
+    pj = provider.find_job(job.id)
+    if pj is None:
+        pj = provider.create_job(
+            JobSpec(
+                our_job_id=job.id,
+                model=job.base_model,
+                method=job.method.get("type", "supervised"),
+                hyperparameters=job.method.get("hyperparameters") or {},
+                training_file=job.provider_training_file_id,
+                validation_file=job.provider_validation_file_id,
+                suffix=job.suffix,
+                seed=job.seed,
+                metadata={k: str(v) for k, v in job.metadata_.items()},
+            )
+        )
+        reason = f"submitted to {provider.name} as {pj.id}"
+    else:
+        reason = f"found existing {provider.name} job {pj.id} (reconciled)"
+    _adopt(job, pj)
+    transition(session, job, S.submitted, reason)
+    _apply_provider_state(session, job, pj, provider, settings)
+
+
+def _follow(session: Session, job: Job, provider: TrainingProvider, settings: Settings) -> None:
+    assert job.provider_job_id
+    action = job.requested_action
+    if action:
+        pj = {"cancel": provider.cancel, "pause": provider.pause, "resume": provider.resume}[action](job.provider_job_id)
+        job.requested_action = None
+        session.add(
+            JobEvent(job_id=job.id, source="service", type="message", message=f"{action} requested at the provider")
+        )
+    else:
+        pj = provider.get_job(job.provider_job_id)
+    _apply_provider_state(session, job, pj, provider, settings)
+
+
+def _sync_events(session: Session, job: Job, provider: TrainingProvider) -> None:
+    if not provider.capabilities.events:
+        return
+    new = provider.list_events(job.provider_job_id, after=job.provider_events_cursor)
+    known = set(
+        session.exec(
+            select(JobEvent.provider_event_id).where(
+                JobEvent.job_id == job.id, JobEvent.provider_event_id.in_([e.id for e in new])
+            )
+        )
+    ) if new else set()
+    for ev in new:
+        if ev.id in known:
+            continue
+        session.add(
+            JobEvent(
+                job_id=job.id,
+                source="provider",
+                type=ev.type,
+                level=ev.level,
+                message=ev.message,
+                data=ev.data,
+                provider_event_id=ev.id,
+                created_at=ev.created_at,
+            )
+        )
+    if new:
+        job.provider_events_cursor = new[-1].id
+
+
+def _sync_checkpoints(session: Session, job: Job, provider: TrainingProvider) -> None:
+    if not provider.capabilities.checkpoints:
+        return
+    have = {c.step for c in session.exec(select(JobCheckpoint).where(JobCheckpoint.job_id == job.id))}
+    for cp in provider.list_checkpoints(job.provider_job_id):
+        if cp.step not in have:
+            session.add(
+                JobCheckpoint(
+                    job_id=job.id,
+                    step=cp.step,
+                    model=cp.model,
+                    provider_checkpoint_id=cp.id,
+                    metrics=cp.metrics,
+                    created_at=cp.created_at or utcnow(),
+                )
+            )
+
+
+def _apply_provider_state(
+    session: Session, job: Job, pj: ProviderJob, provider: TrainingProvider, settings: Settings
+) -> None:
+    now = utcnow()
+    job.provider_status = pj.raw_status
+    job.provider_data = pj.raw
+    job.estimated_finish_at = pj.estimated_finish
+    _sync_events(session, job, provider)
+    target = pj.status
+    if target is not None and target != S(job.status):
+        if states.can_transition(S(job.status), target):
+            if target in states.TERMINAL:
+                _finish(session, job, pj, provider)
+            transition(session, job, target, f"provider status {pj.raw_status}")
+        else:
+            log.warning("ignoring provider status %s for job %s in %s", pj.raw_status, job.id, job.status)
+    status = S(job.status)
+    if status in states.TERMINAL:
+        job.next_run_at = None
+        return
+    job.next_run_at = now + timedelta(seconds=poll_delay(status, pj.estimated_finish, now, settings))
+
+
+def _finish(session: Session, job: Job, pj: ProviderJob, provider: TrainingProvider) -> None:
+    job.fine_tuned_model = pj.fine_tuned_model
+    job.trained_tokens = pj.trained_tokens
+    job.finished_at = pj.finished_at or utcnow()
+    if pj.error:
+        job.error = {"code": pj.error.get("code"), "message": pj.error.get("message"), "param": pj.error.get("param")}
+    if pj.trained_tokens:
+        from service.pricing import training_cost
+
+        try:
+            cost = training_cost(job.base_model, pj.trained_tokens)
+            job.actual_cost_usd = str(cost.amount if hasattr(cost, "amount") else cost)
+        except Exception:  # an unknown model has no price; the job still succeeded
+            log.info("no training price for %s", job.base_model)
+    _sync_checkpoints(session, job, provider)
+
+
+def apply_provider_webhook(session: Session, provider: str, provider_job_id: str) -> Job | None:
+    """A provider told us a job changed: make it due now; the worker fetches the truth."""
+    job = session.exec(select(Job).where(Job.provider == provider, Job.provider_job_id == provider_job_id)).first()
+    if job is None or S(job.status) in states.TERMINAL:
+        return job
+    job.next_run_at = utcnow()
+    session.add(job)
+    return job
+
+
+def estimated(job: Job) -> Decimal | None:
+    return Decimal(job.estimated_cost_usd) if job.estimated_cost_usd else None
+
+
+def job_metrics(session: Session, job: Job) -> dict[str, Any]:
+    """Loss and token accuracy per step, from the provider's metrics events."""
+    rows = session.exec(
+        select(JobEvent).where(JobEvent.job_id == job.id, JobEvent.type == "metrics").order_by(JobEvent.created_at)
+    )
+    points: dict[int, dict[str, Any]] = {}
+    for ev in rows:
+        step = ev.data.get("step")
+        if isinstance(step, int):
+            points.setdefault(step, {"step": step}).update({k: v for k, v in ev.data.items() if k != "step"})
+    return {"job_id": job.id, "points": [points[k] for k in sorted(points)]}

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from api_schemas.jobs import CheckpointOut, JobError, JobEventOut, JobMethod, JobOut
+from service.jobs.models import Job, JobCheckpoint, JobEvent
+
+
+def job_out(job: Job) -> JobOut:
+    return JobOut(
+        id=job.id,
+        project_id=job.project_id,
+        provider=job.provider,
+        model=job.base_model,
+        method=JobMethod(**job.method) if job.method else JobMethod(),
+        training_dataset_id=job.training_dataset_id,
+        validation_dataset_id=job.validation_dataset_id,
+        suffix=job.suffix,
+        seed=job.seed,
+        metadata=job.metadata_,
+        status=job.status,
+        status_reason=job.status_reason,
+        provider_status=job.provider_status,
+        provider_job_id=job.provider_job_id,
+        fine_tuned_model=job.fine_tuned_model,
+        trained_tokens=job.trained_tokens,
+        estimated_cost_usd=job.estimated_cost_usd,
+        actual_cost_usd=job.actual_cost_usd,
+        max_cost_usd=job.max_cost_usd,
+        price_table_version=job.price_table_version,
+        error=JobError(**job.error) if job.error and job.error.get("message") else None,
+        warnings=job.warnings,
+        requested_action=job.requested_action,
+        rerun_of_job_id=job.rerun_of_job_id,
+        evaluation_id=job.evaluation_id,
+        estimated_finish_at=job.estimated_finish_at,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+def event_out(ev: JobEvent) -> JobEventOut:
+    return JobEventOut(
+        id=ev.id,
+        job_id=ev.job_id,
+        source=ev.source,
+        type=ev.type,
+        level=ev.level,
+        message=ev.message,
+        data=ev.data,
+        created_at=ev.created_at,
+    )
+
+
+def checkpoint_out(cp: JobCheckpoint) -> CheckpointOut:
+    return CheckpointOut(id=cp.id, job_id=cp.job_id, step=cp.step, model=cp.model, metrics=cp.metrics, created_at=cp.created_at)

@@ -1,0 +1,87 @@
+"""Which providers exist, whether they can run here, and how to build one for a project."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session, select
+
+from service.errors import InvalidInput, Unavailable
+from service.providers.base import Capabilities, TrainingProvider
+from service.providers.models import ProviderCredential
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class ProviderEntry:
+    name: str
+    description: str
+    capabilities: Capabilities
+    params_model: Any
+    availability: Callable[[], tuple[bool, str | None]]
+    build: Callable[[Settings, ProviderCredential | None, str | None], TrainingProvider]
+
+
+def _openai_entry() -> ProviderEntry:
+    from service.providers.openai_provider import OpenAIProvider
+
+    def build(settings: Settings, cred: ProviderCredential | None, secret: str | None) -> TrainingProvider:
+        key = secret or (settings.openai_api_key.get_secret_value() if settings.openai_api_key else None)
+        if not key:
+            raise Unavailable(
+                "no OpenAI key: store one with PUT /v1/providers/openai/credentials or set FINETUNE_OPENAI_API_KEY",
+                code="provider_credentials_missing",
+            )
+        base_url = (cred.base_url if cred else None) or settings.openai_base_url
+        return OpenAIProvider(api_key=key, base_url=base_url)
+
+    return ProviderEntry(
+        name="openai",
+        description="OpenAI fine-tuning API, or any server speaking it (set a base URL).",
+        capabilities=OpenAIProvider.capabilities,
+        params_model=OpenAIProvider.params_model,
+        availability=lambda: (True, None),
+        build=build,
+    )
+
+
+_ENTRIES: dict[str, Callable[[], ProviderEntry]] = {"openai": _openai_entry}
+
+
+def register(name: str, factory: Callable[[], ProviderEntry]) -> None:
+    _ENTRIES[name] = factory
+
+
+def entry(name: str) -> ProviderEntry:
+    factory = _ENTRIES.get(name)
+    if factory is None:
+        raise InvalidInput(f"unknown provider {name!r}; known: {', '.join(sorted(_ENTRIES))}", code="unknown_provider")
+    return factory()
+
+
+def entries() -> list[ProviderEntry]:
+    return [factory() for _, factory in sorted(_ENTRIES.items())]
+
+
+def credential_for(session: Session, project_id: str, provider: str) -> ProviderCredential | None:
+    return session.exec(
+        select(ProviderCredential).where(
+            ProviderCredential.project_id == project_id, ProviderCredential.provider == provider
+        )
+    ).first()
+
+
+def build_provider(session: Session, settings: Settings, project_id: str, name: str) -> TrainingProvider:
+    e = entry(name)
+    ok, reason = e.availability()
+    if not ok:
+        raise Unavailable(f"provider {name!r} is not available here: {reason}", code="provider_unavailable")
+    cred = credential_for(session, project_id, name)
+    secret = None
+    if cred is not None:
+        from service.secrets import decrypt_secret
+
+        secret = decrypt_secret(settings, cred.secret_ciphertext)
+    return e.build(settings, cred, secret)

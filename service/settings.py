@@ -1,0 +1,110 @@
+"""Runtime configuration, read from the environment (prefix ``FINETUNE_``) and an optional ``.env`` file.
+
+The defaults are the embedded mode: a SQLite file and an in-process broker under ``data_dir``, so a fresh machine needs
+no other service. Scaling out means setting ``FINETUNE_DATABASE_URL`` and ``FINETUNE_BROKER_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_BROKER = "memory://"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FINETUNE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path("data"), description="Where datasets, models, the SQLite file and secrets live.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: sqlite file in data_dir.")
+    broker_url: str = Field(default=EMBEDDED_BROKER, description="Celery broker; memory:// runs everything in-process.")
+    redis_url: str | None = Field(default=None, description="Redis for rate limits and caches; default: none.")
+    secret_key: SecretStr | None = Field(
+        default=None, description="Server secret for API key hashing and credential encryption; default: a file."
+    )
+    admin_key: SecretStr | None = Field(default=None, description="Bearer key for admin routes (projects).")
+
+    openai_api_key: SecretStr | None = Field(default=None, description="Default OpenAI key for projects without one.")
+    openai_base_url: str | None = Field(default=None, description="OpenAI-compatible base URL (gateways, emulator).")
+    openai_webhook_secret: SecretStr | None = Field(default=None, description="Secret of OpenAI's webhooks to us.")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    max_upload_bytes: int = Field(default=8 * 1024**3, description="Dataset upload limit (413 above).")
+    inline_validation_bytes: int = Field(
+        default=256 * 1024, description="Datasets up to this size are validated in the request; larger in the worker."
+    )
+
+    sweep_interval_s: float = Field(default=2.0, description="How often the sweeper looks for due and stuck rows.")
+    requeue_after_s: float = Field(default=60.0, description="A due row enqueued but not picked up is re-sent after.")
+    lease_s: float = Field(default=300.0, description="How long a worker owns a row before the sweeper reclaims it.")
+    task_time_limit_s: int = Field(default=3600, description="Hard time limit of one task.")
+    train_time_limit_s: int = Field(default=6 * 3600, description="Hard time limit of one local training task.")
+    worker_concurrency: int = 2
+
+    default_provider: str = Field(default="local", description="Provider used when a job names none.")
+    poll_scale: float = Field(default=1.0, description="Multiplies provider polling delays (tests shrink them).")
+    poll_min_s: float = Field(default=1.0, description="Shortest delay between two polls of one job.")
+    poll_max_s: float = Field(default=300.0, description="Longest delay between two polls of one job.")
+
+    price_table_path: Path | None = Field(default=None, description="Override the bundled versioned price table.")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # psycopg 3 is the driver we ship; accept the usual spellings.
+            for prefix in ("postgresql://", "postgres://"):
+                if url.startswith(prefix):
+                    return "postgresql+psycopg://" + url[len(prefix) :]
+            return url
+        return f"sqlite:///{self.data_dir / 'finetune.db'}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith("memory://")
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    def server_secret(self) -> bytes:
+        """The server secret; generated once into the data directory when not configured."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(secrets.token_urlsafe(48))
+            tmp.chmod(0o600)
+            try:
+                # Link instead of rename so two processes starting at once agree on one secret.
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
+        return path.read_text().strip().encode()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    get_settings.cache_clear()

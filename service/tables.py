@@ -1,0 +1,32 @@
+"""Imports every table so ``SQLModel.metadata`` is complete (Alembic and tests use it)."""
+
+from sqlmodel import SQLModel
+
+from service.datasets.models import Dataset
+from service.evaluations.models import Evaluation
+from service.events.models import Event
+from service.idempotency.models import IdempotencyRecord
+from service.jobs.models import Job, JobCheckpoint, JobEvent
+from service.projects.models import ApiKey, Project
+from service.providers.models import ProviderCredential, ProviderFile
+from service.webhooks.models import Delivery, DeliveryAttempt, WebhookEndpoint
+
+metadata = SQLModel.metadata
+
+__all__ = [
+    "ApiKey",
+    "Dataset",
+    "Delivery",
+    "DeliveryAttempt",
+    "Evaluation",
+    "Event",
+    "IdempotencyRecord",
+    "Job",
+    "JobCheckpoint",
+    "JobEvent",
+    "Project",
+    "ProviderCredential",
+    "ProviderFile",
+    "WebhookEndpoint",
+    "metadata",
+]

@@ -1,0 +1,153 @@
+"""Shared fixtures: isolated settings per test, the app, a project with a key, an in-process worker.
+
+The same suite runs on the embedded defaults (SQLite file, in-memory broker) and, when CI sets
+``FINETUNE_TEST_DATABASE_URL`` / ``FINETUNE_TEST_BROKER_URL`` / ``FINETUNE_TEST_REDIS_URL``, on PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TEST_DATABASE_URL = os.environ.get("FINETUNE_TEST_DATABASE_URL")
+TEST_BROKER_URL = os.environ.get("FINETUNE_TEST_BROKER_URL")
+TEST_REDIS_URL = os.environ.get("FINETUNE_TEST_REDIS_URL")
+
+# The Celery app reads the broker at import; fix it for the whole session before anything imports it.
+os.environ["FINETUNE_BROKER_URL"] = TEST_BROKER_URL or "memory://"
+os.environ.pop("FINETUNE_DATABASE_URL", None)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "postgres" in item.keywords and not TEST_DATABASE_URL:
+            item.add_marker(pytest.mark.skip(reason="needs FINETUNE_TEST_DATABASE_URL (PostgreSQL)"))
+        if "redis" in item.keywords and not (TEST_REDIS_URL or (TEST_BROKER_URL or "").startswith("redis")):
+            item.add_marker(pytest.mark.skip(reason="needs FINETUNE_TEST_REDIS_URL (Redis)"))
+
+
+def _reset_database(url: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Fresh settings, database and data directory for one test."""
+    from service import clock, db, queue
+    from service.settings import get_settings, reset_settings_cache
+
+    monkeypatch.setenv("FINETUNE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FINETUNE_SECRET_KEY", "test-secret-key-0123456789")
+    monkeypatch.setenv("FINETUNE_POLL_SCALE", "0.01")
+    monkeypatch.setenv("FINETUNE_POLL_MIN_S", "0.05")
+    monkeypatch.setenv("FINETUNE_REQUEUE_AFTER_S", "1")
+    monkeypatch.setenv("FINETUNE_SWEEP_INTERVAL_S", "0.1")
+    if TEST_DATABASE_URL:
+        _reset_database(TEST_DATABASE_URL)
+        monkeypatch.setenv("FINETUNE_DATABASE_URL", TEST_DATABASE_URL)
+    if TEST_REDIS_URL:
+        monkeypatch.setenv("FINETUNE_REDIS_URL", TEST_REDIS_URL)
+    reset_settings_cache()
+    db.dispose_engines()
+    db._migrated.clear()
+    clock.reset()
+    s = get_settings()
+    db.upgrade(s)
+    yield s
+    clock.reset()
+    db.dispose_engines()
+    reset_settings_cache()
+    queue.reset_producer()
+
+
+@pytest.fixture
+def app(settings):  # type: ignore[no-untyped-def]
+    from service.api.app import create_app
+
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app) -> Iterator:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def project(settings):  # type: ignore[no-untyped-def]
+    """A project and the headers that authenticate as it."""
+    from service.db import session_scope
+    from service.projects.service import create_project
+
+    with session_scope(settings) as session:
+        p, _key, plain = create_project(session, "test project", settings.server_secret())
+    return {"id": p.id, "key": plain, "headers": {"Authorization": f"Bearer {plain}"}}
+
+
+@pytest.fixture
+def other_project(settings):  # type: ignore[no-untyped-def]
+    from service.db import session_scope
+    from service.projects.service import create_project
+
+    with session_scope(settings) as session:
+        p, _key, plain = create_project(session, "other project", settings.server_secret())
+    return {"id": p.id, "key": plain, "headers": {"Authorization": f"Bearer {plain}"}}
+
+
+@pytest.fixture(scope="session")
+def _embedded_worker():  # type: ignore[no-untyped-def]
+    from worker.embedded import EmbeddedWorker
+
+    w = EmbeddedWorker(concurrency=2)
+    w.start()
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def worker(settings, _embedded_worker):  # type: ignore[no-untyped-def]
+    """An in-process Celery worker plus a fast sweeper, like `finetune serve`."""
+    from worker.sweeper import Sweeper
+
+    if TEST_BROKER_URL and TEST_BROKER_URL.startswith("redis"):
+        import redis
+
+        redis.Redis.from_url(TEST_BROKER_URL).flushdb()
+    sweeper = Sweeper(interval_s=0.1, requeue_after_s=1.0)
+    sweeper.start_thread()
+    yield _embedded_worker
+    sweeper.stop()
+
+
+@pytest.fixture
+def chat_jsonl() -> bytes:
+    """A small valid chat dataset (12 examples)."""
+    import json
+
+    lines = []
+    for i in range(12):
+        lines.append(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "system", "content": "You classify support tickets."},
+                        {"role": "user", "content": f"Ticket {i}: my invoice number {1000 + i} is wrong"},
+                        {"role": "assistant", "content": "billing" if i % 2 else "account"},
+                    ]
+                }
+            )
+        )
+    return ("\n".join(lines) + "\n").encode()

@@ -1,0 +1,66 @@
+"""The sweeper: finds rows that are due or whose worker died (expired lease) and sends their task again.
+
+It is what makes queue messages disposable: flush the broker, kill a worker, run with an in-process broker that
+forgets everything on restart, and the work is found again here from the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from service import queue
+from service.db import session_scope
+from service.settings import get_settings
+from service.work import due_ids
+from service.workkinds import WORK_KINDS
+
+log = logging.getLogger(__name__)
+
+
+class Sweeper:
+    def __init__(self, interval_s: float | None = None, requeue_after_s: float | None = None) -> None:
+        settings = get_settings()
+        self.interval_s = interval_s if interval_s is not None else settings.sweep_interval_s
+        self.requeue_after_s = requeue_after_s if requeue_after_s is not None else settings.requeue_after_s
+        # When we last sent each row: a due row waiting in the queue is not sent again until requeue_after_s passed.
+        self._sent: dict[tuple[str, str], float] = {}
+        self._stop = threading.Event()
+
+    def sweep_once(self) -> int:
+        now = time.monotonic()
+        sent = 0
+        with session_scope() as session:
+            due = [(kind, row_id) for kind in WORK_KINDS for row_id in due_ids(session, kind.model)]
+        for kind, row_id in due:
+            key = (kind.name, row_id)
+            last = self._sent.get(key)
+            if last is not None and now - last < self.requeue_after_s:
+                continue
+            if queue.enqueue(kind.task, row_id, queue=kind.queue):
+                self._sent[key] = now
+                sent += 1
+        # Forget rows not due any more so the map stays small.
+        due_keys = {(k.name, r) for k, r in due}
+        self._sent = {k: v for k, v in self._sent.items() if k in due_keys}
+        return sent
+
+    def run(self) -> None:
+        log.info("sweeper running every %.1fs", self.interval_s)
+        while not self._stop.is_set():
+            try:
+                n = self.sweep_once()
+                if n:
+                    log.debug("sweeper enqueued %d rows", n)
+            except Exception:
+                log.exception("sweep failed; trying again")
+            self._stop.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def start_thread(self) -> threading.Thread:
+        t = threading.Thread(target=self.run, name="sweeper", daemon=True)
+        t.start()
+        return t

@@ -1,0 +1,36 @@
+"""Thin task wrappers: each loads nothing itself and calls one domain function with a row id."""
+
+from __future__ import annotations
+
+from service.settings import get_settings
+from worker.celery_app import app
+
+
+@app.task(name="datasets.validate")
+def validate_dataset(dataset_id: str) -> None:
+    from service.datasets.service import validate_task
+
+    validate_task(dataset_id, get_settings())
+
+
+@app.task(name="jobs.advance")
+def advance_job(job_id: str) -> None:
+    from service.jobs.service import advance
+
+    advance(job_id)
+
+
+@app.task(name="events.fanout")
+def fanout_event(event_id: str) -> None:
+    from service import queue
+    from service.events.fanout import fanout
+
+    for delivery_id in fanout(event_id):
+        queue.enqueue("webhooks.deliver", delivery_id, queue="webhooks")
+
+
+@app.task(name="webhooks.deliver")
+def deliver_webhook(delivery_id: str) -> None:
+    from service.webhooks.delivery import deliver
+
+    deliver(delivery_id)
