@@ -123,6 +123,19 @@ def db_upgrade() -> None:
     typer.echo("database is up to date")
 
 
+@app.command()
+def openapi(
+    write: Annotated[bool, typer.Option("--write", help="Write openapi.json at the repository root.")] = False,
+) -> None:
+    """Print the OpenAPI description generated from the app."""
+    from service.api import openapi as spec
+
+    if write:
+        typer.echo(f"wrote {spec.write()}", err=True)
+    else:
+        typer.echo(spec.render(), nl=False)
+
+
 @projects_app.command("create")
 def projects_create(name: str) -> None:
     """Create a project and print its first API key (shown only once)."""
