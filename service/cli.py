@@ -21,7 +21,8 @@ app.add_typer(projects_app, name="projects")
 
 def _setup() -> None:
     s = get_settings()
-    logs.configure(s.log_level, s.log_json)
+    known = (s.admin_key, s.openai_api_key, s.openai_webhook_secret, s.secret_key)
+    logs.configure(s.log_level, s.log_json, secrets=tuple(k.get_secret_value() for k in known if k is not None))
 
 
 def _run_api(host: str | None, port: int | None) -> None:
@@ -76,7 +77,9 @@ def api(
 
 @app.command()
 def worker(
-    queues: Annotated[str, typer.Option(help="Comma-separated queues: default, webhooks, train.")] = "default,webhooks,train",
+    queues: Annotated[
+        str, typer.Option(help="Comma-separated queues: default, webhooks, train.")
+    ] = "default,webhooks,train",
     concurrency: Annotated[int | None, typer.Option(help="Processes (default FINETUNE_WORKER_CONCURRENCY).")] = None,
     pool: Annotated[str, typer.Option(help="Celery pool: prefork, threads, solo.")] = "prefork",
 ) -> None:

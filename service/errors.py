@@ -6,10 +6,14 @@ from typing import Any
 
 
 class ServiceError(Exception):
-    kind = "invalid"  # invalid | not_found | conflict | forbidden | unauthorized | too_large | unavailable | rate_limited
+    kind = (
+        "invalid"  # invalid | not_found | conflict | forbidden | unauthorized | too_large | unavailable | rate_limited
+    )
     code = "invalid_request"
 
-    def __init__(self, detail: str, *, code: str | None = None, errors: list[dict[str, Any]] | None = None, **extra: Any):
+    def __init__(
+        self, detail: str, *, code: str | None = None, errors: list[dict[str, Any]] | None = None, **extra: Any
+    ):
         super().__init__(detail)
         self.detail = detail
         if code:

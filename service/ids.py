@@ -6,6 +6,7 @@ Time order lets list endpoints page newest-first with the id itself as the curso
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -33,8 +34,21 @@ def _b32(value: int, length: int) -> str:
     return "".join(reversed(out))
 
 
+_lock = threading.Lock()
+_last = (0, 0)
+
+
 def new_id(kind: str) -> str:
+    """Ids made in one process are strictly increasing (monotonic ULID): rows written in the same millisecond, such as
+    a job's transitions, still list in the order they happened."""
+    global _last
     prefix = PREFIXES[kind]
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    with _lock:
+        ms = time.time_ns() // 1_000_000
+        last_ms, last_rand = _last
+        if ms <= last_ms:
+            ms, rand = last_ms, last_rand + 1
+        else:
+            rand = int.from_bytes(os.urandom(10), "big") >> 1  # leave room to count up within the millisecond
+        _last = (ms, rand)
     return f"{prefix}_{_b32(ms, 10)}{_b32(rand, 16)}"

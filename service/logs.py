@@ -30,7 +30,9 @@ class JsonFormatter(logging.Formatter):
         for key in ("request_id", "job_id"):
             if getattr(record, key, None):
                 out[key] = getattr(record, key)
-        if record.exc_info:
+        if record.exc_text:
+            out["exc"] = record.exc_text
+        elif record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
 
@@ -42,9 +44,13 @@ class TextFormatter(logging.Formatter):
         return f"{base} [{ctx}]" if ctx else base
 
 
-def configure(level: str = "INFO", json_logs: bool = False) -> None:
+def configure(level: str = "INFO", json_logs: bool = False, secrets: tuple[str, ...] = ()) -> None:
+    """Log to stderr. Known secrets and anything shaped like a key are masked on every record."""
+    from service.crypto import RedactingFilter
+
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())
+    handler.addFilter(RedactingFilter(secrets))
     if json_logs:
         handler.setFormatter(JsonFormatter())
     else:

@@ -20,12 +20,17 @@ EMBEDDED_BROKER = "memory://"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FINETUNE_", env_file=".env", extra="ignore")
 
-    data_dir: Path = Field(default=Path("data"), description="Where datasets, models, the SQLite file and secrets live.")
+    data_dir: Path = Field(
+        default=Path("data"), description="Where datasets, models, the SQLite file and secrets live."
+    )
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: sqlite file in data_dir.")
     broker_url: str = Field(default=EMBEDDED_BROKER, description="Celery broker; memory:// runs everything in-process.")
     redis_url: str | None = Field(default=None, description="Redis for rate limits and caches; default: none.")
     secret_key: SecretStr | None = Field(
         default=None, description="Server secret for API key hashing and credential encryption; default: a file."
+    )
+    previous_secret_keys: list[SecretStr] = Field(
+        default_factory=list, description="Retired server secrets that still decrypt stored secrets (rotation)."
     )
     admin_key: SecretStr | None = Field(default=None, description="Bearer key for admin routes (projects).")
 
@@ -55,7 +60,21 @@ class Settings(BaseSettings):
     poll_min_s: float = Field(default=1.0, description="Shortest delay between two polls of one job.")
     poll_max_s: float = Field(default=300.0, description="Longest delay between two polls of one job.")
 
+    webhook_allow_http: bool = Field(default=False, description="Allow http:// webhook URLs (development only).")
+    webhook_allowlist: list[str] = Field(
+        default_factory=list, description="CIDRs / hosts that webhooks may reach despite the SSRF guard."
+    )
+    webhook_timeout_s: float = 15.0
+    webhook_connect_timeout_s: float = 5.0
+
     price_table_path: Path | None = Field(default=None, description="Override the bundled versioned price table.")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_enough(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value().encode()) < 16:
+            raise ValueError("FINETUNE_SECRET_KEY must be at least 16 bytes")
+        return v
 
     @field_validator("data_dir")
     @classmethod

@@ -77,7 +77,9 @@ def claim(model: Any, row_id: str, *, lease_s: float | None = None, force: bool 
 
 
 @contextmanager
-def leased(model: Any, row_id: str, *, lease_s: float | None = None, force: bool = False) -> Iterator[tuple[Session, Any] | None]:
+def leased(
+    model: Any, row_id: str, *, lease_s: float | None = None, force: bool = False
+) -> Iterator[tuple[Session, Any] | None]:
     """Claim a row and yield ``(session, row)``; on exit commit and release, or on error back off and release.
 
     The body sets ``row.next_run_at`` to when the row next needs a worker (None: nothing more to do).
@@ -131,7 +133,9 @@ def _release_after_error(model: Any, row_id: str, owner: str, exc: Exception) ->
         row.lease_expires_at = None
         row.next_run_at = utcnow() + timedelta(seconds=delay)
         s.add(row)
-    log.exception("step on %s %s failed (attempt %s); retrying in %ss", model.__tablename__, row_id, row.attempts, delay)
+    log.exception(
+        "step on %s %s failed (attempt %s); retrying in %ss", model.__tablename__, row_id, row.attempts, delay
+    )
 
 
 def due_ids(session: Session, model: Any, limit: int = 500) -> list[str]:

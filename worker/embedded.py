@@ -27,7 +27,7 @@ class EmbeddedWorker:
             without_mingle=True,
             without_gossip=True,
             loglevel="WARNING",
-            ready_callback=self._ready.set,
+            ready_callback=lambda *_: self._ready.set(),
             hostname=f"embedded-{threading.get_ident()}@localhost",
         )
         self.thread: threading.Thread | None = None

@@ -37,9 +37,19 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     from service.jobs.router import router as jobs_router
     from service.projects.router import router as projects_router
     from service.providers.router import router as providers_router
+    from service.providers.webhooks_router import router as provider_webhooks_router
+    from service.webhooks.router import router as webhooks_router
 
     app.include_router(health_router)
-    for router in (projects_router, datasets_router, jobs_router, events_router, providers_router):
+    for router in (
+        projects_router,
+        datasets_router,
+        jobs_router,
+        events_router,
+        providers_router,
+        provider_webhooks_router,
+        webhooks_router,
+    ):
         app.include_router(router, prefix="/v1")
 
     @app.middleware("http")

@@ -66,7 +66,9 @@ def caller_dep(
 CallerDep = Annotated[Caller, Depends(caller_dep)]
 
 
-def admin_dep(settings: SettingsDep, authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:
+def admin_dep(
+    settings: SettingsDep, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
+) -> None:
     if settings.admin_key is None:
         raise Forbidden(
             "the admin API is off; set FINETUNE_ADMIN_KEY, or use `finetune projects create`", code="admin_disabled"

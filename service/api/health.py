@@ -18,7 +18,9 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The database and the broker are reachable", responses={503: {"description": "Not ready"}})
+@router.get(
+    "/readyz", summary="The database and the broker are reachable", responses={503: {"description": "Not ready"}}
+)
 def readyz(settings: SettingsDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
@@ -33,4 +35,6 @@ def readyz(settings: SettingsDep) -> JSONResponse:
     except Exception as exc:
         checks["broker"] = f"error: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503
+    )

@@ -32,7 +32,9 @@ async def parse_upload(request: Request, settings: Settings, file_field: str = "
         raise InvalidInput("send the dataset as multipart/form-data with a 'file' part", code="multipart_required")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + MAX_FIELD_BYTES * 8:
-        raise TooLarge(f"the upload is larger than the limit of {settings.max_upload_bytes} bytes", code="file_too_large")
+        raise TooLarge(
+            f"the upload is larger than the limit of {settings.max_upload_bytes} bytes", code="file_too_large"
+        )
 
     out = ParsedUpload()
     state: dict[str, object] = {"headers": {}, "name": None, "stager": None, "buf": None, "hfield": b"", "hvalue": b""}

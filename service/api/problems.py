@@ -61,12 +61,16 @@ def install(app: FastAPI) -> None:
         errors = []
         for err in exc.errors():
             loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
-            errors.append({"code": err.get("type", "invalid"), "message": err.get("msg", ""), "field": ".".join(loc) or None})
+            errors.append(
+                {"code": err.get("type", "invalid"), "message": err.get("msg", ""), "field": ".".join(loc) or None}
+            )
         return problem(422, "validation_error", "The request is not valid.", request, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status_code, "http_error"
+        )
         return problem(exc.status_code, code, str(exc.detail), request)
 
     @app.exception_handler(Exception)

@@ -66,7 +66,11 @@ def _json_field(fields: dict[str, str], name: str) -> Any:
     summary="Upload a dataset (multipart, streamed)",
 )
 async def upload_dataset(
-    request: Request, caller: CallerDep, session: SessionDep, settings: SettingsDep, idempotency_key: IdempotencyKey = None
+    request: Request,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     upload = await parse_upload(request, settings)
     assert upload.file is not None

@@ -51,7 +51,9 @@ def create_from_staged(
     """Register a staged file as a dataset. Returns ``(dataset, created)``; identical content returns the existing one."""
     if declared_format is not None and declared_format not in KNOWN_FORMATS:
         staged.discard()
-        raise InvalidInput(f"unknown format {declared_format!r}; use one of {', '.join(KNOWN_FORMATS)}", code="unknown_format")
+        raise InvalidInput(
+            f"unknown format {declared_format!r}; use one of {', '.join(KNOWN_FORMATS)}", code="unknown_format"
+        )
     existing = find_by_content(session, project_id, staged.sha256)
     if existing is not None:
         staged.discard()
@@ -102,7 +104,7 @@ def apply_report(session: Session, ds: Dataset, report: Any) -> None:
     data = report.model_dump(mode="json")
     ds.report = data
     ds.format = data.get("format") or ds.declared_format
-    ds.n_examples = (data.get("stats") or {}).get("examples")
+    ds.n_examples = (data.get("statistics") or {}).get("examples")
     ds.status = DatasetStatus.ready if data.get("valid") else DatasetStatus.invalid
     ds.next_run_at = None
     ds.updated_at = utcnow()
@@ -131,7 +133,9 @@ def delete_dataset(session: Session, settings: Settings, project_id: str, datase
         select(Job.id).where(sa.or_(Job.training_dataset_id == ds.id, Job.validation_dataset_id == ds.id)).limit(1)
     ).first()
     if used:
-        raise Conflict(f"dataset {ds.id} is used by job {used}; it is kept for that job's record", code="dataset_in_use")
+        raise Conflict(
+            f"dataset {ds.id} is used by job {used}; it is kept for that job's record", code="dataset_in_use"
+        )
     sha = ds.sha256
     session.delete(ds)
     session.flush()

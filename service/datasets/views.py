@@ -11,8 +11,11 @@ from service.datasets.models import Dataset
 def summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
     if not report:
         return None
-    keep = ("valid", "format", "error_count", "warning_count", "issue_counts", "token_totals", "cost_estimate")
-    return {k: report[k] for k in keep if k in report}
+    stats = report.get("statistics") or {}
+    out = {k: report.get(k) for k in ("valid", "error_count", "warning_count", "encoding", "cost")}
+    out["issue_counts"] = {c["code"]: c["count"] for c in report.get("issue_counts") or []}
+    out["tokens"] = {enc: t.get("total_tokens") for enc, t in (stats.get("tokens_by_encoding") or {}).items()}
+    return out
 
 
 def dataset_out(ds: Dataset) -> DatasetOut:

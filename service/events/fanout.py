@@ -24,7 +24,9 @@ def fanout(event_id: str) -> list[str]:
             return created
         session, event = got
         endpoints = session.exec(
-            select(WebhookEndpoint).where(WebhookEndpoint.project_id == event.project_id, WebhookEndpoint.status == "enabled")
+            select(WebhookEndpoint).where(
+                WebhookEndpoint.project_id == event.project_id, WebhookEndpoint.status == "enabled"
+            )
         )
         existing = set(session.exec(select(Delivery.endpoint_id).where(Delivery.event_id == event.id)))
         now = utcnow()

@@ -51,12 +51,19 @@ def run_idempotent(
     status, body = create()
     session.add(
         IdempotencyRecord(
-            project_id=project_id, key=key, route=route, fingerprint=request_fingerprint, status_code=status, response=body
+            project_id=project_id,
+            key=key,
+            route=route,
+            fingerprint=request_fingerprint,
+            status_code=status,
+            response=body,
         )
     )
     try:
         session.flush()
     except sa.exc.IntegrityError as exc:
         # A concurrent request with the same key won the race; its transaction holds the answer.
-        raise Conflict("a request with this Idempotency-Key is in progress; retry", code="idempotency_key_in_use") from exc
+        raise Conflict(
+            "a request with this Idempotency-Key is in progress; retry", code="idempotency_key_in_use"
+        ) from exc
     return status, body, False

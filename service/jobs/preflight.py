@@ -1,20 +1,105 @@
-"""Checks before a job is created: the model can be fine-tuned and is still served, and what it will cost."""
+"""Checks before a job is created: the model can be fine-tuned and is still served, and what the job will cost.
+
+Cost: billable tokens = n_epochs * sum(min(limit, tokens per example)). The dataset report holds that sum for the model
+it was validated for; for another model of the same encoding it is rescaled by epochs, otherwise the untruncated total of
+the model's encoding is used (an upper bound, said so in a warning).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+from service.clock import utcnow
 from service.datasets.models import Dataset
+from service.errors import InvalidInput
+from service.pricing import auto_epochs, load_price_table, model_info, quote_training
+from service.pricing.table import PriceTableError, UnknownModel
+from service.settings import get_settings
+
+# OpenAI accepts no new fine-tuning jobs after this day (see the reference notes).
+OPENAI_LAST_JOB_DAY = date(2027, 1, 6)
+SHUTDOWN_WARNING_DAYS = 90
 
 
 @dataclass
 class Preflight:
     estimated_cost: Decimal | None = None
     price_table_version: str | None = None
+    billable_tokens: int | None = None
+    n_epochs: int | None = None
     warnings: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _warn(out: Preflight, code: str, message: str) -> None:
+    out.warnings.append({"code": code, "message": message})
+
+
+def _table() -> Any:
+    return load_price_table(get_settings().price_table_path)
+
+
+def _billable(report: dict[str, Any], encoding: str, n_epochs: int, out: Preflight) -> int | None:
+    cost = report.get("cost") or {}
+    if cost.get("encoding") == encoding and cost.get("billable_tokens") is not None and cost.get("n_epochs"):
+        return int(cost["billable_tokens"]) // int(cost["n_epochs"]) * n_epochs
+    totals = ((report.get("statistics") or {}).get("tokens_by_encoding") or {}).get(encoding)
+    if not totals:
+        return None
+    _warn(
+        out, "cost_upper_bound", "the dataset was checked for another model; examples over the limit are not truncated"
+    )
+    return int(totals["total_tokens"]) * n_epochs
+
+
 def preflight(provider: str, model: str, train: Dataset, hyperparameters: dict[str, Any], method: str) -> Preflight:
-    return Preflight()
+    out = Preflight()
+    today = utcnow().date()
+    if provider != "openai":
+        return out
+    if today > OPENAI_LAST_JOB_DAY:
+        raise InvalidInput(
+            f"OpenAI accepts no new fine-tuning jobs after {OPENAI_LAST_JOB_DAY}; rerun the recipe on another provider",
+            code="provider_closed",
+        )
+    _warn(
+        out,
+        "openai_fine_tuning_closing",
+        f"OpenAI accepts no new fine-tuning jobs after {OPENAI_LAST_JOB_DAY}; POST /v1/jobs/{{id}}/rerun moves a recipe",
+    )
+    table = _table()
+    out.price_table_version = table.version
+    try:
+        info = model_info(model, table=table)
+    except UnknownModel:
+        _warn(out, "unknown_model", f"{model} is not in price table {table.version}: no cost estimate or model checks")
+        return out
+    if not info.fine_tunable(method):  # type: ignore[arg-type]
+        methods = ", ".join(info.entry.fine_tuning_methods) or "none"
+        raise InvalidInput(
+            f"{model} cannot be fine-tuned with method {method!r} (supports: {methods})", code="model_not_fine_tunable"
+        )
+    shutdown = info.entry.shutdown_date
+    if shutdown is not None:
+        if shutdown <= today:
+            raise InvalidInput(f"{model} was shut down on {shutdown}", code="model_shut_down")
+        if shutdown - today <= timedelta(days=SHUTDOWN_WARNING_DAYS):
+            _warn(out, "model_shutdown_soon", f"{info.name} and its fine-tunes stop serving on {shutdown}")
+    report = train.report or {}
+    n_examples = train.n_examples or (report.get("statistics") or {}).get("examples") or 0
+    if n_examples < 1:
+        return out
+    epochs = hyperparameters.get("n_epochs", "auto")
+    out.n_epochs = auto_epochs(n_examples) if epochs in (None, "auto") else int(epochs)
+    out.billable_tokens = _billable(report, info.encoding, out.n_epochs, out)
+    if out.billable_tokens is None:
+        return out
+    try:
+        quote = quote_training(model, out.billable_tokens, table=table)
+    except PriceTableError as exc:
+        _warn(out, "no_training_price", str(exc))
+        return out
+    out.estimated_cost = quote.amount_usd
+    return out

@@ -27,7 +27,11 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
     summary="Create a fine-tuning job",
 )
 def create_job(
-    body: JobCreate, caller: CallerDep, session: SessionDep, settings: SettingsDep, idempotency_key: IdempotencyKey = None
+    body: JobCreate,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     def create() -> tuple[int, dict[str, Any]]:
         job = service.create_job(session, caller.project_id, body, settings)

@@ -12,12 +12,14 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlmodel import Session, select
 
 from api_schemas.datasets import DatasetStatus
 from api_schemas.jobs import JobCreate, JobStatus
 from service.clock import utcnow
+from service.db import session_scope
 from service.datasets.models import Dataset
 from service.datasets.storage import blob_path
 from service.errors import Conflict, InvalidInput, NotFound
@@ -42,7 +44,9 @@ AT_PROVIDER = {S.submitted, S.validating_files, S.queued, S.running, S.paused}
 
 def poll_delay(status: S, estimated_finish: datetime | None, now: datetime, settings: Settings) -> float:
     """How long to wait before asking the provider again: often while things change fast, rarely while training."""
-    base = {S.submitted: 2.0, S.validating_files: 5.0, S.queued: 15.0, S.running: 30.0, S.paused: 120.0}.get(status, 30.0)
+    base = {S.submitted: 2.0, S.validating_files: 5.0, S.queued: 15.0, S.running: 30.0, S.paused: 120.0}.get(
+        status, 30.0
+    )
     if status == S.running and estimated_finish is not None:
         remaining = (estimated_finish - now).total_seconds()
         # Poll about ten times over the remaining time, more often near the end.
@@ -80,7 +84,9 @@ def create_job(session: Session, project_id: str, req: JobCreate, settings: Sett
     try:
         params = entry.params_model(**req.method.hyperparameters)
     except (ValidationError, ValueError, TypeError) as exc:
-        raise InvalidInput(f"invalid hyperparameters for {provider_name}: {exc}", code="invalid_hyperparameters") from exc
+        raise InvalidInput(
+            f"invalid hyperparameters for {provider_name}: {exc}", code="invalid_hyperparameters"
+        ) from exc
     train = _dataset(session, project_id, req.training_dataset_id, "training")
     if req.validation_dataset_id:
         _dataset(session, project_id, req.validation_dataset_id, "validation")
@@ -90,7 +96,8 @@ def create_job(session: Session, project_id: str, req: JobCreate, settings: Sett
     check = preflight(provider_name, req.model, train, params.model_dump(exclude_none=True), req.method.type.value)
     if req.max_cost_usd is not None and check.estimated_cost is not None and check.estimated_cost > req.max_cost_usd:
         raise InvalidInput(
-            f"estimated cost ${check.estimated_cost} is above max_cost_usd ${req.max_cost_usd}", code="cost_limit_exceeded"
+            f"estimated cost ${check.estimated_cost} is above max_cost_usd ${req.max_cost_usd}",
+            code="cost_limit_exceeded",
         )
     job = Job(
         project_id=project_id,
@@ -243,27 +250,66 @@ def _run_step(session: Session, job: Job, provider: TrainingProvider, settings: 
     _follow(session, job, provider, settings)
 
 
-def _ensure_file(session: Session, provider: TrainingProvider, dataset: Dataset, settings: Settings) -> str:
-    purpose = "fine-tune"
-    existing = session.exec(
+UPLOAD_CLAIM_TTL = timedelta(minutes=15)
+
+
+def _file_row(session: Session, provider: TrainingProvider, sha256: str, purpose: str) -> ProviderFile | None:
+    return session.exec(
         select(ProviderFile).where(
             ProviderFile.provider == provider.name,
             ProviderFile.account == provider.account,
-            ProviderFile.sha256 == dataset.sha256,
+            ProviderFile.sha256 == sha256,
             ProviderFile.purpose == purpose,
         )
     ).first()
-    if existing is not None:
-        return existing.provider_file_id
+
+
+def _claim_upload(provider: TrainingProvider, sha256: str, purpose: str) -> tuple[bool, str | None]:
+    """Returns ``(ours, ready_file_id)``: the file is ready, or we now own the upload, or someone else does."""
+    now = utcnow()
+    with session_scope() as s:
+        row = _file_row(s, provider, sha256, purpose)
+        if row is None:
+            s.add(ProviderFile(provider=provider.name, account=provider.account, sha256=sha256, purpose=purpose))
+            try:
+                s.flush()
+                return True, None
+            except sa.exc.IntegrityError:
+                s.rollback()
+                return False, None
+        if row.status == "ready":
+            return False, row.provider_file_id
+        if row.claimed_at > now - UPLOAD_CLAIM_TTL:
+            return False, None
+        res = s.execute(
+            sa.update(ProviderFile)
+            .where(ProviderFile.id == row.id, ProviderFile.claimed_at == row.claimed_at)
+            .values(claimed_at=now)
+        )
+        return res.rowcount == 1, None
+
+
+def _ensure_file(session: Session, provider: TrainingProvider, dataset: Dataset, settings: Settings) -> str | None:
+    """The provider's id of this dataset's file, uploading it if needed; None while another worker uploads it."""
+    purpose = "fine-tune"
+    ours, file_id = _claim_upload(provider, dataset.sha256, purpose)
+    if file_id is not None or not ours:
+        return file_id
+    # A previous owner may have uploaded and died before recording it: the provider knows the file by its hash name.
     file_id = provider.find_file(sha256=dataset.sha256, purpose=purpose)
     if file_id is None:
         file_id = provider.upload_file(blob_path(settings, dataset.sha256), sha256=dataset.sha256, purpose=purpose)
-    session.add(
-        ProviderFile(
-            provider=provider.name, account=provider.account, sha256=dataset.sha256, purpose=purpose, provider_file_id=file_id
+    with session_scope() as s:
+        s.execute(
+            sa.update(ProviderFile)
+            .where(
+                ProviderFile.provider == provider.name,
+                ProviderFile.account == provider.account,
+                ProviderFile.sha256 == dataset.sha256,
+                ProviderFile.purpose == purpose,
+            )
+            .values(provider_file_id=file_id, status="ready")
         )
-    )
-    session.flush()
     return file_id
 
 
@@ -275,7 +321,9 @@ def _adopt(job: Job, pj: ProviderJob) -> None:
 
 def _upload_and_submit(session: Session, job: Job, provider: TrainingProvider, settings: Settings) -> None:
     if job.provider_training_file_id is None:
-        job.provider_training_file_id = _ensure_file(session, provider, session.get(Dataset, job.training_dataset_id), settings)
+        job.provider_training_file_id = _ensure_file(
+            session, provider, session.get(Dataset, job.training_dataset_id), settings
+        )
         session.add(job)
     if job.validation_dataset_id and job.provider_validation_file_id is None:
         job.provider_validation_file_id = _ensure_file(
@@ -309,7 +357,9 @@ def _follow(session: Session, job: Job, provider: TrainingProvider, settings: Se
     assert job.provider_job_id
     action = job.requested_action
     if action:
-        pj = {"cancel": provider.cancel, "pause": provider.pause, "resume": provider.resume}[action](job.provider_job_id)
+        pj = {"cancel": provider.cancel, "pause": provider.pause, "resume": provider.resume}[action](
+            job.provider_job_id
+        )
         job.requested_action = None
         session.add(
             JobEvent(job_id=job.id, source="service", type="message", message=f"{action} requested at the provider")
@@ -323,13 +373,17 @@ def _sync_events(session: Session, job: Job, provider: TrainingProvider) -> None
     if not provider.capabilities.events:
         return
     new = provider.list_events(job.provider_job_id, after=job.provider_events_cursor)
-    known = set(
-        session.exec(
-            select(JobEvent.provider_event_id).where(
-                JobEvent.job_id == job.id, JobEvent.provider_event_id.in_([e.id for e in new])
+    known = (
+        set(
+            session.exec(
+                select(JobEvent.provider_event_id).where(
+                    JobEvent.job_id == job.id, JobEvent.provider_event_id.in_([e.id for e in new])
+                )
             )
         )
-    ) if new else set()
+        if new
+        else set()
+    )
     for ev in new:
         if ev.id in known:
             continue

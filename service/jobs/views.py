@@ -53,4 +53,6 @@ def event_out(ev: JobEvent) -> JobEventOut:
 
 
 def checkpoint_out(cp: JobCheckpoint) -> CheckpointOut:
-    return CheckpointOut(id=cp.id, job_id=cp.job_id, step=cp.step, model=cp.model, metrics=cp.metrics, created_at=cp.created_at)
+    return CheckpointOut(
+        id=cp.id, job_id=cp.job_id, step=cp.step, model=cp.model, metrics=cp.metrics, created_at=cp.created_at
+    )

@@ -12,7 +12,6 @@ import sqlmodel
 from alembic import op
 
 import service.db
-from sqlalchemy.dialects import postgresql  # noqa: F401
 ${imports if imports else ""}
 revision: str = ${repr(up_revision)}
 down_revision: str | None = ${repr(down_revision)}

@@ -36,7 +36,9 @@ def key_out(k: ApiKey) -> ApiKeyOut:
 )
 def create_project(body: ProjectCreate, _: AdminDep, session: SessionDep, settings: SettingsDep) -> ProjectCreated:
     project, key, plain = service.create_project(session, body.name, settings.server_secret())
-    return ProjectCreated(**project_out(project).model_dump(), api_key=ApiKeyCreated(**key_out(key).model_dump(), key=plain))
+    return ProjectCreated(
+        **project_out(project).model_dump(), api_key=ApiKeyCreated(**key_out(key).model_dump(), key=plain)
+    )
 
 
 @router.get("/project", response_model=ProjectOut, responses=problem_responses(401), summary="The caller's project")
@@ -52,9 +54,7 @@ def list_keys(caller: CallerDep, session: SessionDep) -> list[ApiKeyOut]:
     return [key_out(k) for k in keys]
 
 
-@router.post(
-    "/project/api-keys", status_code=201, response_model=ApiKeyCreated, responses=problem_responses(401, 422)
-)
+@router.post("/project/api-keys", status_code=201, response_model=ApiKeyCreated, responses=problem_responses(401, 422))
 def create_key(body: ApiKeyCreate, caller: CallerDep, session: SessionDep, settings: SettingsDep) -> ApiKeyCreated:
     key, plain = service.create_api_key(session, caller.project_id, body.name, settings.server_secret())
     return ApiKeyCreated(**key_out(key).model_dump(), key=plain)

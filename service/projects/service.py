@@ -19,7 +19,9 @@ def create_project(session: Session, name: str, server_secret: bytes) -> tuple[P
 
 def create_api_key(session: Session, project_id: str, name: str, server_secret: bytes) -> tuple[ApiKey, str]:
     plain = generate_key()
-    key = ApiKey(project_id=project_id, name=name, prefix=display_prefix(plain), key_hash=hash_key(plain, server_secret))
+    key = ApiKey(
+        project_id=project_id, name=name, prefix=display_prefix(plain), key_hash=hash_key(plain, server_secret)
+    )
     session.add(key)
     session.flush()
     return key, plain

@@ -10,7 +10,10 @@ from service.modelbase import ts_field
 
 
 class ProviderFile(SQLModel, table=True):
-    """A dataset file uploaded to a provider account: uploaded once per content hash, account and purpose."""
+    """A dataset file uploaded to a provider account: uploaded once per content hash, account and purpose.
+
+    The row is inserted (``uploading``) before the upload starts, so of several jobs wanting the same file only one
+    uploads; the others wait for ``ready``. A claim older than ``UPLOAD_CLAIM_TTL`` is taken over (its worker died)."""
 
     __tablename__ = "provider_files"
     __table_args__ = (
@@ -22,7 +25,9 @@ class ProviderFile(SQLModel, table=True):
     account: str = Field(max_length=64, description="Hash of base URL + credential: files are per account.")
     sha256: str = Field(max_length=64)
     purpose: str = Field(max_length=32)
-    provider_file_id: str = Field(max_length=200)
+    provider_file_id: str | None = Field(default=None, max_length=200)
+    status: str = Field(default="uploading", max_length=16, description="uploading | ready")
+    claimed_at: datetime = ts_field(default_now=True)
     created_at: datetime = ts_field(default_now=True)
 
 

@@ -54,7 +54,10 @@ def list_providers(_: CallerDep) -> list[ProviderOut]:
 
 
 @router.put(
-    "/{provider}/credentials", response_model=CredentialOut, responses=problem_responses(401, 422), summary="Store a key"
+    "/{provider}/credentials",
+    response_model=CredentialOut,
+    responses=problem_responses(401, 422),
+    summary="Store a key",
 )
 def put_credentials(
     provider: str, body: CredentialIn, caller: CallerDep, session: SessionDep, settings: SettingsDep

@@ -24,6 +24,7 @@ class WebhookEndpoint(Timestamps, SQLModel, table=True):
     status: str = Field(default="enabled", max_length=16)
     disabled_reason: str | None = None
     failing_since: datetime | None = ts_field(nullable=True)
+    exhausted_in_a_row: int = Field(default=0, description="Deliveries in a row that used up all their retries.")
 
 
 class Delivery(Timestamps, WorkItem, SQLModel, table=True):
@@ -36,7 +37,8 @@ class Delivery(Timestamps, WorkItem, SQLModel, table=True):
     project_id: str = Field(foreign_key="projects.id", index=True, max_length=40, ondelete="CASCADE")
     event_id: str = Field(foreign_key="events.id", index=True, max_length=40, ondelete="CASCADE")
     endpoint_id: str = Field(foreign_key="webhook_endpoints.id", index=True, max_length=40, ondelete="CASCADE")
-    status: str = Field(default="pending", max_length=16, index=True)
+    status: str = Field(default="pending", max_length=16, index=True, description="pending | succeeded | failed")
+    attempt_count: int = Field(default=0)
     last_status_code: int | None = None
 
 

@@ -10,7 +10,9 @@ def test_openapi_json_is_current():
 
     assert ROOT_SPEC.exists(), "openapi.json is missing: run `finetune openapi --write`"
     current = render()
-    assert json.loads(ROOT_SPEC.read_text()) == json.loads(current), "openapi.json is stale: run `finetune openapi --write`"
+    assert json.loads(ROOT_SPEC.read_text()) == json.loads(current), (
+        "openapi.json is stale: run `finetune openapi --write`"
+    )
 
 
 def test_every_operation_documents_problems():

@@ -94,7 +94,12 @@ def _upload(client, headers, content: bytes, name: str = "d.jsonl", **fields):
 def test_pagination_newest_first_with_cursor(client, project, chat_jsonl):
     ids = []
     for i in range(5):
-        r = _upload(client, project["headers"], chat_jsonl + f'{{"messages": [{{"role": "user", "content": "{i}"}}, {{"role": "assistant", "content": "x"}}]}}\n'.encode())
+        r = _upload(
+            client,
+            project["headers"],
+            chat_jsonl
+            + f'{{"messages": [{{"role": "user", "content": "{i}"}}, {{"role": "assistant", "content": "x"}}]}}\n'.encode(),
+        )
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])
     seen = []

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 20:08:09.356161
+Create Date: 2026-11-21 20:32:45.619291
 """
 
 from collections.abc import Sequence
@@ -37,7 +37,9 @@ def upgrade() -> None:
     sa.Column('account', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('sha256', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('purpose', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
-    sa.Column('provider_file_id', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+    sa.Column('provider_file_id', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
+    sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    sa.Column('claimed_at', service.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('created_at', service.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('provider', 'account', 'sha256', 'purpose', name='uq_provider_files_content')
@@ -159,6 +161,7 @@ def upgrade() -> None:
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('disabled_reason', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('failing_since', service.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('exhausted_in_a_row', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['project_id'], ['projects.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')
     )
@@ -179,6 +182,7 @@ def upgrade() -> None:
     sa.Column('event_id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
     sa.Column('endpoint_id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    sa.Column('attempt_count', sa.Integer(), nullable=False),
     sa.Column('last_status_code', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['endpoint_id'], ['webhook_endpoints.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['event_id'], ['events.id'], ondelete='CASCADE'),

@@ -1,0 +1,195 @@
+"""Canonical text of a training example: what duplicate, near-duplicate and leakage checks compare.
+
+Two examples are the same training signal when their roles and contents agree, whatever the JSON key order, spacing,
+tool-call ids or per-message ``weight``. The canonical text keeps exactly that signal:
+
+* one line per message, ``role: content`` (``role(name): content`` when the message has a ``name``);
+* contents are NFC-normalised and every run of whitespace becomes one space (so a newline inside a content cannot be
+  confused with the message separator);
+* multi-part contents render text parts as their text and other parts as a bracketed marker carrying what identifies
+  them (image URL, file id, or a short hash of inline data, which can be megabytes of base64);
+* tool calls render as ``call name(arguments)`` with JSON arguments re-serialised with sorted keys;
+* tool definitions render by name only: a long JSON schema repeated in every example would otherwise dominate the word
+  shingles and make unrelated examples look alike;
+* preference examples add ``preferred:`` and ``non_preferred:`` sections; legacy prompt/completion examples render as a
+  user and an assistant message, so a dataset converted to chat still matches its source;
+* anything else falls back to its sorted-key JSON.
+
+Case is kept (exact duplicates are case-sensitive); pass ``casefold=True`` for the near-duplicate comparison.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import unicodedata
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+__all__ = ["canonical_example_text", "detect_example_format", "normalize_whitespace"]
+
+
+def normalize_whitespace(text: str) -> str:
+    """NFC-normalise ``text`` and collapse every run of Unicode whitespace to a single space."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def detect_example_format(obj: Mapping[str, Any]) -> str:
+    """Return ``chat``, ``preference``, ``prompt_completion`` or ``other`` from the keys of a parsed example."""
+    if "input" in obj and ("preferred_output" in obj or "non_preferred_output" in obj):
+        return "preference"
+    if "messages" in obj:
+        return "chat"
+    if "prompt" in obj and "completion" in obj:
+        return "prompt_completion"
+    return "other"
+
+
+def canonical_example_text(obj: Mapping[str, Any], *, casefold: bool = False) -> str:
+    """The text compared for duplicates: roles and contents of ``obj`` (any supported format), whitespace-normalised.
+
+    Raises ``TypeError`` when ``obj`` is not a mapping. Malformed parts (a message that is not an object, a content of
+    an unexpected type) are rendered by their JSON rather than rejected: validating the example is the validator's job,
+    and two equally malformed lines are still duplicates.
+    """
+    if not isinstance(obj, Mapping):
+        raise TypeError(f"an example must be a JSON object, got {type(obj).__name__}")
+    kind = detect_example_format(obj)
+    if kind == "chat":
+        lines = _render_messages(obj.get("messages"))
+        lines.extend(_render_tools(obj))
+    elif kind == "preference":
+        source = obj.get("input")
+        lines = _render_messages(source.get("messages") if isinstance(source, Mapping) else source)
+        if isinstance(source, Mapping):
+            lines.extend(_render_tools(source))
+        lines.append("preferred:")
+        lines.extend(_render_messages(obj.get("preferred_output")))
+        lines.append("non_preferred:")
+        lines.extend(_render_messages(obj.get("non_preferred_output")))
+    elif kind == "prompt_completion":
+        lines = [f"user: {_render_content(obj.get('prompt'))}", f"assistant: {_render_content(obj.get('completion'))}"]
+    else:
+        lines = [normalize_whitespace(_json(obj))]
+    text = "\n".join(lines)
+    return text.casefold() if casefold else text
+
+
+def _json(value: Any) -> str:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        # Values that are not JSON at all (only possible when called with hand-built objects): repr is still stable.
+        return repr(value)
+
+
+def _render_messages(messages: Any) -> list[str]:
+    if messages is None:
+        return []
+    if isinstance(messages, Mapping):
+        # A single message given where a list is expected (seen in hand-written preference outputs).
+        messages = [messages]
+    if not isinstance(messages, list):
+        return [normalize_whitespace(_json(messages))]
+    return [_render_message(message) for message in messages]
+
+
+def _render_message(message: Any) -> str:
+    if not isinstance(message, Mapping):
+        return normalize_whitespace(_json(message))
+    role = message.get("role")
+    label = role if isinstance(role, str) else _json(role)
+    name = message.get("name")
+    if isinstance(name, str) and name:
+        label = f"{label}({normalize_whitespace(name)})"
+    parts = [_render_content(message.get("content"))]
+    parts.extend(_render_tool_calls(message.get("tool_calls")))
+    function_call = message.get("function_call")
+    if function_call is not None:
+        parts.extend(_render_tool_calls([{"function": function_call}]))
+    body = " ".join(part for part in parts if part)
+    return f"{label}: {body}"
+
+
+def _render_content(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return normalize_whitespace(content)
+    if isinstance(content, list):
+        return " ".join(text for text in (_render_part(part) for part in content) if text)
+    return normalize_whitespace(_json(content))
+
+
+def _render_part(part: Any) -> str:
+    if isinstance(part, str):
+        return normalize_whitespace(part)
+    if not isinstance(part, Mapping):
+        return normalize_whitespace(_json(part))
+    kind = part.get("type")
+    if kind == "text" or (kind is None and isinstance(part.get("text"), str)):
+        return _render_content(part.get("text"))
+    if kind == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, Mapping) else image
+        return f"[image {_identify(url)}]"
+    if kind == "input_audio":
+        audio = part.get("input_audio")
+        data = audio.get("data") if isinstance(audio, Mapping) else audio
+        return f"[audio {_identify(data)}]"
+    if kind == "file":
+        file = part.get("file")
+        if isinstance(file, Mapping):
+            ident = file.get("file_id") or file.get("file_data") or file.get("filename")
+        else:
+            ident = file
+        return f"[file {_identify(ident)}]"
+    return normalize_whitespace(_json(part))
+
+
+def _identify(value: Any) -> str:
+    """A short stable identity for a URL, id or inline payload (data URLs and base64 hash to 16 hex digits)."""
+    if not isinstance(value, str):
+        value = _json(value)
+    if len(value) <= 200 and not value.startswith("data:"):
+        return normalize_whitespace(value)
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _render_tool_calls(calls: Any) -> Iterable[str]:
+    if not isinstance(calls, list):
+        return [] if calls is None else [normalize_whitespace(_json(calls))]
+    rendered = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(function, Mapping):
+            rendered.append(normalize_whitespace(_json(call)))
+            continue
+        name = function.get("name")
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            # Arguments are a JSON document inside a string; re-serialising makes key order and spacing irrelevant.
+            with contextlib.suppress(orjson.JSONDecodeError):
+                arguments = _json(orjson.loads(arguments))
+        else:
+            arguments = _json(arguments)
+        rendered.append(f"call {normalize_whitespace(str(name))}({normalize_whitespace(arguments)})")
+    return rendered
+
+
+def _render_tools(obj: Mapping[str, Any]) -> list[str]:
+    names: list[str] = []
+    for key in ("tools", "functions"):
+        definitions = obj.get(key)
+        if not isinstance(definitions, list):
+            continue
+        for definition in definitions:
+            if not isinstance(definition, Mapping):
+                names.append(normalize_whitespace(_json(definition)))
+                continue
+            function = definition.get("function", definition)
+            name = function.get("name") if isinstance(function, Mapping) else None
+            names.append(normalize_whitespace(name) if isinstance(name, str) else normalize_whitespace(_json(function)))
+    return [f"tools: {', '.join(names)}"] if names else []

@@ -1,0 +1,125 @@
+"""A job goes from upload to succeeded on the OpenAI emulator, through the API and the in-process worker."""
+
+from __future__ import annotations
+
+from helpers import wait_for
+
+
+def _create_job(stack, ds_id: str, **extra):
+    body = {"training_dataset_id": ds_id, "provider": "openai", "model": "gpt-4.1-mini-2025-04-14"} | extra
+    r = stack.client.post("/v1/jobs", json=body, headers=stack.headers)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def _wait_status(stack, job_id: str, statuses: set[str], timeout: float = 30.0):
+    def check():
+        job = stack.get(f"/v1/jobs/{job_id}")
+        return job if job["status"] in statuses else None
+
+    return wait_for(check, timeout=timeout)
+
+
+def test_job_runs_to_succeeded(stack, chat_jsonl):
+    ds = stack.upload(chat_jsonl)
+    assert ds["status"] == "ready", ds
+    job = _create_job(stack, ds["id"], suffix="tickets", metadata={"team": "support"})
+    assert job["status"] == "created"
+    assert job["estimated_cost_usd"] is not None and job["price_table_version"]
+    assert any(w["code"] == "openai_fine_tuning_closing" for w in job["warnings"])
+
+    done = _wait_status(stack, job["id"], {"succeeded", "failed", "cancelled"})
+    assert done["status"] == "succeeded", done
+    assert done["fine_tuned_model"].startswith("ft:gpt-4.1-mini-2025-04-14:")
+    assert done["trained_tokens"] > 0 and done["actual_cost_usd"] is not None
+    assert done["provider_job_id"].startswith("ftjob-")
+
+    # Exactly one provider job and one file upload, tagged with our id.
+    jobs = stack.emulator.state()["jobs"]
+    assert len(jobs) == 1
+    assert jobs[0]["metadata"]["finetune_job_id"] == job["id"]
+
+    events, cursor = [], None
+    while True:
+        page = stack.get(f"/v1/jobs/{job['id']}/events", limit=100, **({"after": cursor} if cursor else {}))
+        events += page["data"]
+        if not page["has_more"]:
+            break
+        cursor = page["next_cursor"]
+    transitions = [e["data"]["to"] for e in reversed(events) if e["type"] == "status"]
+    assert transitions[0] == "created" and transitions[-1] == "succeeded"
+    assert "running" in transitions
+    assert any(e["source"] == "provider" and e["type"] == "metrics" for e in events)
+    assert stack.get(f"/v1/jobs/{job['id']}/checkpoints")["data"], "checkpoints are recorded"
+    points = stack.get(f"/v1/jobs/{job['id']}/metrics")["points"]
+    assert points and "train_loss" in points[0]
+
+    types = [e["type"] for e in stack.get("/v1/events", limit=100)["data"]]
+    assert "job.succeeded" in types and "job.running" in types and "dataset.ready" in types
+
+
+def test_same_dataset_is_uploaded_once(stack, chat_jsonl):
+    ds = stack.upload(chat_jsonl)
+    a = _create_job(stack, ds["id"])
+    b = _create_job(stack, ds["id"])
+    for j in (a, b):
+        assert _wait_status(stack, j["id"], {"succeeded"})["status"] == "succeeded"
+    files = stack.emulator.state()["files"]
+    training_files = [f for f in files if f["purpose"] == "fine-tune"]
+    assert len(training_files) == 1, stack.emulator.calls()
+
+
+def test_cancel_while_running(stack, chat_jsonl):
+    ds = stack.upload(chat_jsonl)
+    job = _create_job(stack, ds["id"], method={"type": "supervised", "hyperparameters": {"n_epochs": 50}})
+    _wait_status(stack, job["id"], {"running"})
+    r = stack.client.post(f"/v1/jobs/{job['id']}/cancel", headers=stack.headers)
+    assert r.status_code == 200, r.text
+    done = _wait_status(stack, job["id"], {"cancelled", "succeeded", "failed"})
+    assert done["status"] == "cancelled"
+    assert stack.client.post(f"/v1/jobs/{job['id']}/cancel", headers=stack.headers).status_code == 409
+
+
+def test_provider_failure_is_reported(stack, chat_jsonl):
+    ds = stack.upload(chat_jsonl)
+    job = _create_job(stack, ds["id"], metadata={"emulator_outcome": "fail"})
+    done = _wait_status(stack, job["id"], {"succeeded", "failed", "cancelled"})
+    assert done["status"] == "failed"
+    assert done["error"]["message"]
+
+
+def test_job_on_unready_dataset_is_refused(stack):
+    bad = b'{"messages": [{"role": "user", "content": "hi"}]}\n'
+    ds = stack.upload(bad)
+    assert ds["status"] == "invalid"
+    r = stack.client.post(
+        "/v1/jobs",
+        json={"training_dataset_id": ds["id"], "provider": "openai", "model": "gpt-4.1-mini"},
+        headers=stack.headers,
+    )
+    assert r.status_code == 409 and r.json()["code"] == "dataset_not_ready"
+
+
+def test_model_that_cannot_be_fine_tuned_is_refused(stack, chat_jsonl):
+    ds = stack.upload(chat_jsonl)
+    r = stack.client.post(
+        "/v1/jobs",
+        json={"training_dataset_id": ds["id"], "provider": "openai", "model": "gpt-5"},
+        headers=stack.headers,
+    )
+    assert r.status_code == 422 and r.json()["code"] == "model_not_fine_tunable", r.text
+
+
+def test_max_cost_refuses_expensive_jobs(stack, chat_jsonl):
+    ds = stack.upload(chat_jsonl)
+    r = stack.client.post(
+        "/v1/jobs",
+        json={
+            "training_dataset_id": ds["id"],
+            "provider": "openai",
+            "model": "gpt-4.1-mini",
+            "max_cost_usd": "0.000001",
+        },
+        headers=stack.headers,
+    )
+    assert r.status_code == 422 and r.json()["code"] == "cost_limit_exceeded", r.text
