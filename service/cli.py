@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -137,6 +138,40 @@ def openapi(
         typer.echo(f"wrote {spec.write()}", err=True)
     else:
         typer.echo(spec.render(), nl=False)
+
+
+@app.command()
+def validate(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL or CSV dataset.")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Base model: token limit, encoding, cost.")] = None,
+    format: Annotated[str | None, typer.Option("--format", help="chat, preference, prompt_completion, csv.")] = None,
+    csv_columns: Annotated[
+        str | None, typer.Option(help='CSV columns as JSON, e.g. {"user": "question", "assistant": "answer"}.')
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+) -> None:
+    """Check a dataset offline, with the same rules as the service. Exit status 0 when valid, 1 when not."""
+    import json as _json
+
+    from service.datasets.validation import render_report, validate_path
+
+    csv = None
+    if csv_columns:
+        try:
+            csv = _json.loads(csv_columns)
+        except ValueError as exc:
+            typer.echo(f"--csv-columns is not valid JSON: {exc}", err=True)
+            raise typer.Exit(2) from exc
+    try:
+        report = validate_path(file, format=format, model=model, csv=csv)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+    else:
+        typer.echo(render_report(report, color=sys.stdout.isatty()))
+    raise typer.Exit(0 if report.valid else 1)
 
 
 @projects_app.command("create")

@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     problems.install(app)
 
     from service.datasets.router import router as datasets_router
+    from service.datasets.rules_router import router as dataset_rules_router
     from service.events.router import router as events_router
     from service.jobs.router import router as jobs_router
     from service.projects.router import router as projects_router
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     for router in (
         projects_router,
         datasets_router,
+        dataset_rules_router,
         jobs_router,
         events_router,
         providers_router,

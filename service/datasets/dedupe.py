@@ -473,7 +473,9 @@ class _PartitionStore:
         for read, size in sources:
             passes = math.ceil(size / self._pass_bytes)
             if passes <= 1:
-                yield np.concatenate(list(read()))
+                arrays = list(read())
+                if arrays:  # no example had any shingle (e.g. every example was empty)
+                    yield np.concatenate(arrays)
                 continue
             for residue in range(passes):
                 selected = []

@@ -7,12 +7,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from api_schemas.common import Deleted, Page, problem_responses
+from api_schemas.dataset_ops import ConvertRequest, ConvertResponse, LeakageRequest, SplitRequest, SplitResponse
 from api_schemas.datasets import DatasetOut, DatasetStatus
 from service import queue
 from service.api.deps import CallerDep, IdempotencyKey, SessionDep, SettingsDep
 from service.api.multipart import parse_upload
 from service.api.pagination import PageParams, page_params, paginate, select_for_project
-from service.datasets import service
+from service.datasets import derive, service
 from service.datasets.models import Dataset
 from service.datasets.views import dataset_out
 from service.errors import InvalidInput
@@ -146,3 +147,61 @@ def get_report(dataset_id: str, caller: CallerDep, session: SessionDep) -> dict[
 def delete_dataset(dataset_id: str, caller: CallerDep, session: SessionDep, settings: SettingsDep) -> Deleted:
     service.delete_dataset(session, settings, caller.project_id, dataset_id)
     return Deleted(id=dataset_id, object="dataset")
+
+
+@router.post(
+    "/{dataset_id}/split",
+    status_code=201,
+    response_model=SplitResponse,
+    responses=problem_responses(401, 404, 409, 422),
+    summary="Frozen train / validation / test splits (same input and seed give byte-identical files)",
+)
+def split_dataset(
+    dataset_id: str, body: SplitRequest, caller: CallerDep, session: SessionDep, settings: SettingsDep
+) -> SplitResponse:
+    out = derive.split(
+        session, settings, caller.project_id, dataset_id, dict(body.fractions), body.seed, body.stratify_by
+    )
+    session.commit()
+    for ds in out.values():
+        if ds.status == DatasetStatus.validating:
+            queue.enqueue("datasets.validate", ds.id)
+    return SplitResponse(source_dataset_id=dataset_id, splits={k: dataset_out(v) for k, v in out.items()})
+
+
+@router.post(
+    "/{dataset_id}/convert",
+    status_code=201,
+    response_model=ConvertResponse,
+    responses=problem_responses(401, 404, 409, 422),
+    summary="Convert a prompt/completion or CSV dataset to chat (a new dataset linked to its source)",
+)
+def convert_dataset(
+    dataset_id: str, body: ConvertRequest, caller: CallerDep, session: SessionDep, settings: SettingsDep
+) -> ConvertResponse:
+    ds, summary = derive.convert(
+        session,
+        settings,
+        caller.project_id,
+        dataset_id,
+        template=body.template,
+        csv_columns=body.csv_columns,
+        delimiter=body.delimiter,
+    )
+    session.commit()
+    if ds.status == DatasetStatus.validating:
+        queue.enqueue("datasets.validate", ds.id)
+    return ConvertResponse(dataset=dataset_out(ds), conversion=summary)
+
+
+@router.post(
+    "/leakage",
+    responses=problem_responses(401, 404, 409, 422),
+    summary="Exact and near-duplicate overlap between a training and an evaluation dataset",
+)
+def check_leakage(
+    body: LeakageRequest, caller: CallerDep, session: SessionDep, settings: SettingsDep
+) -> dict[str, Any]:
+    return derive.leakage(
+        session, settings, caller.project_id, body.train_dataset_id, body.test_dataset_id, body.threshold
+    )

@@ -1,0 +1,75 @@
+"""Run the range scans of a file on a process pool, yielding results in file order with bounded memory.
+
+Tokenizing is CPU-bound and the tokenizers hold the GIL, so throughput scales with processes, not threads. Only a few
+ranges are in flight at a time (twice the workers), so results never pile up when the consumer (duplicate
+detection) is slower than the scans. Workers are forked when that is safe (a single-threaded parent), so they share
+the tokenizer vocabularies the parent loaded; otherwise they are spawned and load their own.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from service.datasets.validation.scan import ScanContext, prepare_counts, scan_range
+from service.datasets.validation.state import RangeResult
+
+
+def plan_ranges(size: int, chunk_bytes: int, start: int = 0) -> list[tuple[int, int | None]]:
+    """Byte ranges covering ``[start, size)``; the last one is open-ended (reads to EOF)."""
+    bounds = list(range(start, size, chunk_bytes)) or [start]
+    return [(lo, bounds[i + 1] if i + 1 < len(bounds) else None) for i, lo in enumerate(bounds)]
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _can_use_processes() -> bool:
+    # Daemonic processes (e.g. some task-queue pool children) may not start children.
+    return not multiprocessing.current_process().daemon
+
+
+def _init_worker(primary: str, other: str | None) -> None:
+    prepare_counts(primary, other)  # type: ignore[arg-type]
+
+
+def iter_results(ctx: ScanContext, size: int, workers: int, chunk_bytes: int) -> Iterator[RangeResult]:
+    ranges = plan_ranges(size, chunk_bytes)
+    if workers <= 1 or len(ranges) <= 1 or not _can_use_processes():
+        yield scan_range(ctx, 0, None)
+        return
+    fork_safe = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+    method = "fork" if fork_safe else "spawn"
+    if fork_safe:
+        prepare_counts(ctx.primary, ctx.other)
+    mp_context = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(ranges)),
+        mp_context=mp_context,
+        initializer=_init_worker,
+        initargs=(ctx.primary, ctx.other),
+    ) as pool:
+        pending: deque[Future[RangeResult]] = deque()
+        todo = iter(ranges)
+        try:
+            for lo, hi in todo:
+                pending.append(pool.submit(scan_range, ctx, lo, hi))
+                if len(pending) >= 2 * workers:
+                    break
+            while pending:
+                result = pending.popleft().result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append(pool.submit(scan_range, ctx, *nxt))
+                yield result
+        finally:
+            for future in pending:
+                future.cancel()

@@ -1,0 +1,168 @@
+"""Scan one byte range of a JSONL file: parse each line, run the format's checks, accumulate a ``RangeResult``.
+
+This runs in worker processes, so everything it needs travels in a small picklable ``ScanContext``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from api_schemas.dataset_report import DatasetFormat
+from service.datasets.validation.checks import ExampleChecker
+from service.datasets.validation.reader import TooLong, first_line_start, iter_lines
+from service.datasets.validation.state import (
+    FinalAnswers,
+    IssueCollector,
+    RangeResult,
+    RangeStats,
+    SystemPrompts,
+    TokenCounts,
+    excerpt,
+)
+from service.tokens import EncodingName
+
+
+@dataclass(frozen=True)
+class ScanContext:
+    path: str
+    format: DatasetFormat
+    primary: EncodingName
+    other: EncodingName | None
+    token_limit: int | None
+    max_line_bytes: int
+    max_depth: int
+    max_issues_per_code: int
+    duplicates: bool
+    skip_prefix: int = 0  # bytes to skip at the start of the file (a UTF-8 BOM, reported separately)
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether arrays/objects nest deeper than ``limit`` (the top-level object is depth 1)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        if type(node) is dict:
+            stack.extend((child, depth + 1) for child in node.values() if type(child) in (dict, list))
+        elif type(node) is list:
+            stack.extend((child, depth + 1) for child in node if type(child) in (dict, list))
+    return False
+
+
+def _utf8_error(raw: bytes) -> str | None:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"invalid UTF-8 byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line ({exc.reason})"
+    return None
+
+
+class _Counts:
+    """Token counters are expensive to build (vocabularies); keep one pair per process and encoding pair."""
+
+    cache: dict[tuple[str, str | None], TokenCounts] = {}
+
+    @classmethod
+    def get(cls, primary: EncodingName, other: EncodingName | None) -> TokenCounts:
+        key = (primary, other)
+        counts = cls.cache.get(key)
+        if counts is None:
+            counts = cls.cache[key] = TokenCounts(primary, other)
+        return counts
+
+
+def prepare_counts(primary: EncodingName, other: EncodingName | None) -> None:
+    """Load the tokenizers now (e.g. before forking workers, so they share the memory)."""
+    _Counts.get(primary, other)
+
+
+def new_result(ctx: ScanContext) -> tuple[RangeResult, ExampleChecker]:
+    result = RangeResult(
+        stats=RangeStats(),
+        issues=IssueCollector(ctx.max_issues_per_code),
+        system_prompts=SystemPrompts(),
+        finals=FinalAnswers(),
+        canonical=[],
+    )
+    checker = ExampleChecker(
+        counts=_Counts.get(ctx.primary, ctx.other),
+        issues=result.issues,
+        stats=result.stats,
+        token_limit=ctx.token_limit,
+        system_prompts=result.system_prompts,
+        finals=result.finals,
+    )
+    return result, checker
+
+
+def scan_range(ctx: ScanContext, start: int, end: int | None) -> RangeResult:
+    """Check the lines that start in ``[start, end)``; line numbers in the result are 1-based within the range."""
+    result, checker = new_result(ctx)
+    if ctx.duplicates:
+        from service.datasets.canonical import canonical_example_text
+    check = {
+        DatasetFormat.chat: checker.chat,
+        DatasetFormat.preference: checker.preference,
+        DatasetFormat.prompt_completion: checker.prompt_completion,
+    }[ctx.format]
+    stats = result.stats
+    add = result.issues.add
+    canonical = result.canonical
+    loads = orjson.loads
+    decode_error = orjson.JSONDecodeError
+    max_depth = ctx.max_depth
+    line = 0
+    with open(ctx.path, "rb") as f:
+        begin = first_line_start(f, start) if start > 0 else ctx.skip_prefix
+        if begin is None or (end is not None and begin >= end):
+            return result
+        for raw in iter_lines(f, begin, end, ctx.max_line_bytes):
+            line += 1
+            if type(raw) is TooLong:
+                add(
+                    "line_too_long",
+                    line,
+                    None,
+                    f"line is {raw.length:,} bytes, over the limit of {ctx.max_line_bytes:,}; skipped",
+                )
+                continue
+            if not raw or raw.isspace():
+                stats.blank_lines += 1
+                add("blank_line", line, None, "blank line")
+                continue
+            try:
+                obj = loads(raw)
+            except decode_error as exc:
+                bad_utf8 = _utf8_error(raw) if "UTF-8" in exc.msg or "surrogate" in exc.msg else None
+                if bad_utf8 is not None:
+                    add("invalid_utf8", line, None, bad_utf8, excerpt(raw))
+                elif "depth" in exc.msg or "recursion" in exc.msg:
+                    add("too_deep", line, None, f"nesting deeper than the parser allows ({exc.msg})")
+                else:
+                    add("invalid_json", line, None, f"invalid JSON at column {exc.colno}: {exc.msg}", excerpt(raw))
+                continue
+            if type(obj) is not dict:
+                add("not_an_object", line, None, f"a line must be a JSON object, got {_kind(obj)}", excerpt(raw))
+                continue
+            if raw.count(b"{") + raw.count(b"[") > max_depth and json_depth_exceeds(obj, max_depth):
+                add("too_deep", line, None, f"arrays/objects nest deeper than {max_depth} levels")
+                continue
+            stats.examples += 1
+            check(obj, line)
+            if ctx.duplicates:
+                canonical.append((line, canonical_example_text(obj)))
+    checker.flush()
+    stats.lines = line
+    return result
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
