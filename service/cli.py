@@ -114,7 +114,7 @@ def sweeper() -> None:
     sw = importlib.import_module("worker.sweeper").Sweeper()
     signal.signal(signal.SIGTERM, lambda *_: sw.stop())
     try:
-        sw.run()
+        sw.run(heartbeat=s.data_dir / "sweeper.heartbeat")
     except KeyboardInterrupt:
         sw.stop()
 

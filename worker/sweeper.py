@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
 from service import queue
 from service.db import session_scope
@@ -46,13 +47,16 @@ class Sweeper:
         self._sent = {k: v for k, v in self._sent.items() if k in due_keys}
         return sent
 
-    def run(self) -> None:
+    def run(self, heartbeat: Path | None = None) -> None:
+        """Sweep until stopped. ``heartbeat`` is touched after every good sweep (container health checks read it)."""
         log.info("sweeper running every %.1fs", self.interval_s)
         while not self._stop.is_set():
             try:
                 n = self.sweep_once()
                 if n:
                     log.debug("sweeper enqueued %d rows", n)
+                if heartbeat is not None:
+                    heartbeat.touch()
             except Exception:
                 log.exception("sweep failed; trying again")
             self._stop.wait(self.interval_s)
