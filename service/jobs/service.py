@@ -19,9 +19,9 @@ from sqlmodel import Session, select
 from api_schemas.datasets import DatasetStatus
 from api_schemas.jobs import JobCreate, JobStatus
 from service.clock import utcnow
-from service.db import session_scope
 from service.datasets.models import Dataset
 from service.datasets.storage import blob_path
+from service.db import session_scope
 from service.errors import Conflict, InvalidInput, NotFound
 from service.events import service as events
 from service.jobs import states
