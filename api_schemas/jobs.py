@@ -116,3 +116,15 @@ class CheckpointOut(BaseModel):
     model: str | None = None
     metrics: dict[str, Any]
     created_at: datetime
+
+
+class JobRerun(BaseModel):
+    """Run the same recipe (datasets, method, hyperparameters, seed) again, on another provider or base model."""
+
+    provider: str | None = Field(default=None, description="Default: the original job's provider.")
+    model: str | None = Field(default=None, description="Default: the original job's base model.")
+    hyperparameters: dict[str, Any] | None = Field(
+        default=None, description="Replaces the carried-over hyperparameters (those the new provider knows)."
+    )
+    suffix: str | None = Field(default=None, min_length=1, max_length=64)
+    max_cost_usd: Decimal | None = Field(default=None, gt=0)

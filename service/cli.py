@@ -17,7 +17,9 @@ app = typer.Typer(help="Fine-tuning control plane.", no_args_is_help=True, add_c
 db_app = typer.Typer(help="Database administration.", no_args_is_help=True)
 projects_app = typer.Typer(help="Projects and API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+jobs_app = typer.Typer(help="Training jobs (through the API).", no_args_is_help=True)
 app.add_typer(projects_app, name="projects")
+app.add_typer(jobs_app, name="jobs")
 
 
 def _setup() -> None:
@@ -172,6 +174,32 @@ def validate(
     else:
         typer.echo(render_report(report, color=sys.stdout.isatty()))
     raise typer.Exit(0 if report.valid else 1)
+
+
+@jobs_app.command("watch")
+def jobs_watch(
+    job_id: str,
+    url: Annotated[str, typer.Option(envvar="FINETUNE_URL", help="The service's base URL.")] = "http://127.0.0.1:8000",
+    api_key: Annotated[str, typer.Option(envvar="FINETUNE_API_KEY", help="Project API key.")] = "",
+    interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 2.0,
+) -> None:
+    """Follow a job live: status, step, loss, with a progress bar. Exit status 0 if it succeeds."""
+    import httpx
+
+    from service.watch import watch
+
+    if not api_key:
+        typer.echo("give --api-key or set FINETUNE_API_KEY", err=True)
+        raise typer.Exit(2)
+    try:
+        job = watch(url, api_key, job_id, interval=interval)
+    except httpx.HTTPStatusError as exc:
+        typer.echo(f"error: {exc.response.status_code} {exc.response.text}", err=True)
+        raise typer.Exit(2) from exc
+    except httpx.HTTPError as exc:
+        typer.echo(f"error: cannot reach {url}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    raise typer.Exit(0 if job["status"] == "succeeded" else 1)
 
 
 @projects_app.command("create")

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlmodel import select
 
 from api_schemas.common import Page, problem_responses
-from api_schemas.jobs import CheckpointOut, JobCreate, JobEventOut, JobOut, JobStatus
+from api_schemas.jobs import CheckpointOut, JobCreate, JobEventOut, JobOut, JobRerun, JobStatus
 from service import queue
 from service.api.deps import CallerDep, IdempotencyKey, SessionDep, SettingsDep
 from service.api.pagination import PageParams, page_params, paginate, select_for_project
@@ -92,6 +92,39 @@ def list_checkpoints(
 @router.get("/{job_id}/metrics", responses=problem_responses(401, 404), summary="Loss and accuracy per step")
 def get_metrics(job_id: str, caller: CallerDep, session: SessionDep) -> dict[str, Any]:
     return service.job_metrics(session, service.get_job(session, caller.project_id, job_id))
+
+
+@router.post(
+    "/{job_id}/rerun",
+    status_code=201,
+    response_model=JobOut,
+    responses=problem_responses(401, 404, 409, 422),
+    summary="Run the same recipe on another provider or base model (linked to this job)",
+)
+def rerun_job(
+    job_id: str,
+    body: JobRerun,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    def create() -> tuple[int, dict[str, Any]]:
+        job = service.rerun_job(session, caller.project_id, job_id, body, settings)
+        return 201, job_out(job).model_dump(mode="json")
+
+    status, out, replayed = run_idempotent(
+        session,
+        project_id=caller.project_id,
+        key=idempotency_key,
+        route=f"POST /v1/jobs/{job_id}/rerun",
+        request_fingerprint=fingerprint(body.model_dump(mode="json")),
+        create=create,
+    )
+    session.commit()
+    if not replayed:
+        queue.enqueue("jobs.advance", out["id"])
+    return JSONResponse(out, status_code=status)
 
 
 def _action(action: str):  # type: ignore[no-untyped-def]

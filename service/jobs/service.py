@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from sqlmodel import Session, select
 
 from api_schemas.datasets import DatasetStatus
-from api_schemas.jobs import JobCreate, JobStatus
+from api_schemas.jobs import JobCreate, JobRerun, JobStatus
 from service.clock import utcnow
 from service.datasets.models import Dataset
 from service.datasets.storage import blob_path
@@ -120,6 +120,49 @@ def create_job(session: Session, project_id: str, req: JobCreate, settings: Sett
     session.flush()
     _record_transition(session, job, None, S.created, "job created")
     return job
+
+
+def rerun_job(session: Session, project_id: str, job_id: str, req: JobRerun, settings: Settings | None = None) -> Job:
+    """The same recipe as ``job_id`` on another provider or base model, linked to the original.
+
+    Hyperparameters move over when the new provider's schema knows them (``n_epochs`` does everywhere); the rest are
+    dropped and listed in a warning, so nothing changes silently.
+    """
+    settings = settings or get_settings()
+    old = get_job(session, project_id, job_id)
+    provider = req.provider or old.provider
+    entry = registry.entry(provider)
+    known = set(entry.params_model.model_fields)
+    carried = old.method.get("hyperparameters") or {}
+    if req.hyperparameters is not None:
+        hp, dropped = dict(req.hyperparameters), []
+    else:
+        hp = {k: v for k, v in carried.items() if k in known}
+        dropped = sorted(set(carried) - known)
+    new = create_job(
+        session,
+        project_id,
+        JobCreate(
+            training_dataset_id=old.training_dataset_id,
+            validation_dataset_id=old.validation_dataset_id,
+            provider=provider,
+            model=req.model or old.base_model,
+            method={"type": old.method.get("type", "supervised"), "hyperparameters": hp},
+            suffix=req.suffix or old.suffix,
+            seed=old.seed,
+            metadata={k: str(v) for k, v in old.metadata_.items()},
+            max_cost_usd=req.max_cost_usd,
+        ),
+        settings,
+    )
+    new.rerun_of_job_id = old.id
+    if dropped:
+        new.warnings = [
+            *new.warnings,
+            {"code": "hyperparameters_dropped", "message": f"not known to {provider}: {', '.join(dropped)}"},
+        ]
+    session.add(new)
+    return new
 
 
 def get_job(session: Session, project_id: str, job_id: str) -> Job:

@@ -49,8 +49,10 @@ def test_large_upload_is_validated_by_the_worker(client, project, worker, settin
     ds = _up(client, project["headers"], _dataset(30)).json()
     assert ds["status"] == "validating"
     done = wait_for(
-        lambda: (d := client.get(f"/v1/datasets/{ds['id']}", headers=project["headers"]).json())["status"] != "validating"
-        and d
+        lambda: (
+            (d := client.get(f"/v1/datasets/{ds['id']}", headers=project["headers"]).json())["status"] != "validating"
+            and d
+        )
     )
     assert done["status"] == "ready" and done["n_examples"] == 30
     types = [e["type"] for e in client.get("/v1/events", headers=project["headers"]).json()["data"]]

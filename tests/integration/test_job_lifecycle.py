@@ -123,3 +123,55 @@ def test_max_cost_refuses_expensive_jobs(stack, chat_jsonl):
         headers=stack.headers,
     )
     assert r.status_code == 422 and r.json()["code"] == "cost_limit_exceeded", r.text
+
+
+def test_rerun_moves_the_recipe_and_links_jobs(stack, chat_jsonl):
+    ds = stack.upload(chat_jsonl)
+    first = _create_job(stack, ds["id"], seed=42, method={"type": "supervised", "hyperparameters": {"n_epochs": 2}})
+    r = stack.client.post(
+        f"/v1/jobs/{first['id']}/rerun", json={"model": "gpt-4o-mini-2024-07-18"}, headers=stack.headers
+    )
+    assert r.status_code == 201, r.text
+    second = r.json()
+    assert second["rerun_of_job_id"] == first["id"]
+    assert second["model"] == "gpt-4o-mini-2024-07-18" and second["seed"] == 42
+    assert second["method"]["hyperparameters"]["n_epochs"] == 2
+    assert second["training_dataset_id"] == ds["id"]
+    assert _wait_status(stack, second["id"], {"succeeded"})["status"] == "succeeded"
+
+
+def test_pause_and_resume(stack, chat_jsonl):
+    ds = stack.upload(chat_jsonl)
+    job = _create_job(stack, ds["id"], method={"type": "supervised", "hyperparameters": {"n_epochs": 50}})
+    _wait_status(stack, job["id"], {"running"})
+    assert stack.client.post(f"/v1/jobs/{job['id']}/resume", headers=stack.headers).status_code == 409
+    assert stack.client.post(f"/v1/jobs/{job['id']}/pause", headers=stack.headers).status_code == 200
+    _wait_status(stack, job["id"], {"paused"})
+    assert stack.client.post(f"/v1/jobs/{job['id']}/resume", headers=stack.headers).status_code == 200
+    _wait_status(stack, job["id"], {"running", "succeeded"})
+    stack.client.post(f"/v1/jobs/{job['id']}/cancel", headers=stack.headers)
+    assert _wait_status(stack, job["id"], {"cancelled", "succeeded"})["status"] in {"cancelled", "succeeded"}
+
+
+def test_watch_follows_a_job_to_the_end(stack, chat_jsonl):
+    import io
+
+    from rich.console import Console
+
+    from service.watch import watch
+
+    ds = stack.upload(chat_jsonl)
+    job = _create_job(stack, ds["id"])
+    out = io.StringIO()
+    key = stack.headers["Authorization"].split()[1]
+    # The test client's transport serves the in-process app.
+    final = watch(
+        "http://testserver",
+        key,
+        job["id"],
+        interval=0.1,
+        console=Console(file=out, width=120),
+        client=stack.client,
+    )
+    assert final["status"] == "succeeded"
+    assert "succeeded" in out.getvalue() and "step" in out.getvalue()

@@ -27,7 +27,9 @@ def test_job_completes_when_every_message_is_lost(stack, chat_jsonl, monkeypatch
     monkeypatch.setattr(queue, "enqueue", lossy)
     ds = stack.upload(chat_jsonl)
     r = stack.client.post(
-        "/v1/jobs", json={"training_dataset_id": ds["id"], "provider": "openai", "model": "gpt-4.1-mini"}, headers=stack.headers
+        "/v1/jobs",
+        json={"training_dataset_id": ds["id"], "provider": "openai", "model": "gpt-4.1-mini"},
+        headers=stack.headers,
     )
     job_id = r.json()["id"]
     assert dropped == [(job_id,)]
@@ -68,7 +70,12 @@ def test_duplicate_messages_do_one_step(settings, project, chat_jsonl):
 
     with session_scope(settings) as s:
         ds = Dataset(
-            project_id=project["id"], filename="x", status="validating", sha256="0" * 64, size_bytes=1, next_run_at=utcnow()
+            project_id=project["id"],
+            filename="x",
+            status="validating",
+            sha256="0" * 64,
+            size_bytes=1,
+            next_run_at=utcnow(),
         )
         s.add(ds)
     first = claim(Dataset, ds.id)
