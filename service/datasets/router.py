@@ -4,12 +4,13 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from api_schemas.common import Deleted, Page, problem_responses
 from api_schemas.dataset_ops import ConvertRequest, ConvertResponse, LeakageRequest, SplitRequest, SplitResponse
 from api_schemas.datasets import DatasetOut, DatasetStatus
 from service import queue
+from service.api.creating import respond_created
 from service.api.deps import CallerDep, IdempotencyKey, SessionDep, SettingsDep
 from service.api.multipart import parse_upload
 from service.api.pagination import PageParams, page_params, paginate, select_for_project
@@ -17,7 +18,7 @@ from service.datasets import derive, service
 from service.datasets.models import Dataset
 from service.datasets.views import dataset_out
 from service.errors import InvalidInput
-from service.idempotency.service import fingerprint, run_idempotent
+from service.idempotency.service import fingerprint
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -97,18 +98,19 @@ async def upload_dataset(
         )
         return (201 if created else 200), dataset_out(ds).model_dump(mode="json")
 
-    status, body, _ = run_idempotent(
+    def wake(body: dict[str, Any]) -> None:
+        if body.get("status") == DatasetStatus.validating:
+            queue.enqueue("datasets.validate", body["id"])
+
+    return respond_created(
         session,
-        project_id=caller.project_id,
-        key=idempotency_key,
+        caller,
+        idempotency_key=idempotency_key,
         route="POST /v1/datasets",
         request_fingerprint=fingerprint(upload.file.sha256, fmt, fields.get("model"), csv_columns, metadata),
         create=create,
+        after_commit=wake,
     )
-    session.commit()
-    if body.get("status") == DatasetStatus.validating:
-        queue.enqueue("datasets.validate", body["id"])
-    return JSONResponse(body, status_code=status)
 
 
 @router.get("", response_model=Page[DatasetOut], responses=problem_responses(401))

@@ -3,20 +3,25 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from sqlmodel import select
 
 from api_schemas.common import Page, problem_responses
 from api_schemas.jobs import CheckpointOut, JobCreate, JobEventOut, JobOut, JobRerun, JobStatus
 from service import queue
+from service.api.creating import respond_created
 from service.api.deps import CallerDep, IdempotencyKey, SessionDep, SettingsDep
 from service.api.pagination import PageParams, page_params, paginate, select_for_project
-from service.idempotency.service import fingerprint, run_idempotent
+from service.idempotency.service import fingerprint
 from service.jobs import service
 from service.jobs.models import Job, JobCheckpoint, JobEvent
 from service.jobs.views import checkpoint_out, event_out, job_out
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def _wake(job: dict[str, Any]) -> None:
+    queue.enqueue("jobs.advance", job["id"])
 
 
 @router.post(
@@ -37,18 +42,15 @@ def create_job(
         job = service.create_job(session, caller.project_id, body, settings)
         return 201, job_out(job).model_dump(mode="json")
 
-    status, out, replayed = run_idempotent(
+    return respond_created(
         session,
-        project_id=caller.project_id,
-        key=idempotency_key,
+        caller,
+        idempotency_key=idempotency_key,
         route="POST /v1/jobs",
         request_fingerprint=fingerprint(body.model_dump(mode="json")),
         create=create,
+        after_commit=_wake,
     )
-    session.commit()
-    if not replayed:
-        queue.enqueue("jobs.advance", out["id"])
-    return JSONResponse(out, status_code=status)
 
 
 @router.get("", response_model=Page[JobOut], responses=problem_responses(401))
@@ -113,18 +115,15 @@ def rerun_job(
         job = service.rerun_job(session, caller.project_id, job_id, body, settings)
         return 201, job_out(job).model_dump(mode="json")
 
-    status, out, replayed = run_idempotent(
+    return respond_created(
         session,
-        project_id=caller.project_id,
-        key=idempotency_key,
+        caller,
+        idempotency_key=idempotency_key,
         route=f"POST /v1/jobs/{job_id}/rerun",
         request_fingerprint=fingerprint(body.model_dump(mode="json")),
         create=create,
+        after_commit=_wake,
     )
-    session.commit()
-    if not replayed:
-        queue.enqueue("jobs.advance", out["id"])
-    return JSONResponse(out, status_code=status)
 
 
 def _action(action: str):  # type: ignore[no-untyped-def]
