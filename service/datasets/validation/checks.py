@@ -55,8 +55,8 @@ _PER_NAME = 1
 
 # Strings are counted in batches, one encoding at a time: alternating two tokenizers string by string evicts their
 # vocabularies from the CPU caches and costs about 20%.
-FLUSH_CHARS = 1 << 20
-FLUSH_EXAMPLES = 1024
+FLUSH_CHARS = 2 << 20
+FLUSH_EXAMPLES = 2048
 
 # One example's token bookkeeping until its batch is counted: (role or None, constant tokens, ids of counted strings).
 Part = tuple[str | None, int, list[int]]

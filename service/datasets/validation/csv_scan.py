@@ -181,7 +181,7 @@ def scan_csv(path: Path, ctx: ScanContext, columns: CsvColumns | None) -> RangeR
                 example = {"messages": messages}
                 checker.chat(example, line)
                 if ctx.duplicates:
-                    result.canonical.append((line, canonical_example_text(example)))
+                    result.canonical.add(line, canonical_example_text(example))
         except csv.Error as exc:
             issues.add("csv_parse_error", physical or None, None, f"cannot parse the CSV: {exc}")
     checker.flush()

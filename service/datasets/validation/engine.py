@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from api_schemas.dataset_report import (
     CostEstimate,
@@ -20,7 +22,7 @@ from api_schemas.dataset_report import (
     Severity,
     ValidationIssue,
 )
-from service.datasets.validation.options import CsvColumns, ValidationOptions
+from service.datasets.validation.options import CsvColumns, ValidationOptions, coerce_csv_columns
 from service.datasets.validation.parallel import default_workers, iter_results
 from service.datasets.validation.rules import RULES, RULES_VERSION
 from service.datasets.validation.scan import ScanContext
@@ -30,6 +32,7 @@ from service.datasets.validation.state import (
     FinalAnswers,
     Histogram,
     IssueCollector,
+    IssueRow,
     RangeStats,
     SystemPrompts,
 )
@@ -141,9 +144,7 @@ class _Merged:
         self.finals = FinalAnswers()
 
 
-def _add_many(
-    issues: IssueCollector, code: str, total: int, rows: list[tuple[int | None, str | None, str, str | None]]
-):
+def _add_many(issues: IssueCollector, code: str, total: int, rows: list[IssueRow]) -> None:
     """Count ``total`` issues of ``code`` while listing only ``rows`` (already bounded by the caller)."""
     for row in rows[: issues.cap]:
         issues.add(code, *row)
@@ -153,12 +154,23 @@ def _add_many(
 
 
 def _check_duplicates(
-    canonical_batches, issues: IssueCollector, options: ValidationOptions
-) -> tuple[DuplicatesSection, list[tuple[str, str]]]:
-    """Feed canonical texts (in line order) to the DuplicateFinder and turn its result into issues."""
+    canonical_batches: Iterator[Iterator[tuple[int, str]]], issues: IssueCollector, options: ValidationOptions
+) -> DuplicatesSection:
+    """Feed canonical texts (in line order) to the DuplicateFinder and turn its result into issues.
+
+    The finder is asked for no more groups and pairs than the report lists, so its result stays small.
+    """
     from service.datasets.dedupe import DuplicateFinder
 
-    finder = DuplicateFinder(near_threshold=options.near_duplicate_threshold, workdir=options.workdir)
+    cap = max(1, issues.cap)
+    finder = DuplicateFinder(
+        near_threshold=options.near_duplicate_threshold,
+        workdir=options.workdir,
+        memory_budget=options.duplicate_memory_bytes,
+        max_exact_groups=cap,
+        max_group_lines=cap + 1,
+        max_near_pairs=4 * cap,
+    )
     try:
         for batch in canonical_batches:
             for line, text in batch:
@@ -167,32 +179,26 @@ def _check_duplicates(
     finally:
         finder.close()
     exact_groups = [sorted(g) for g in result.exact]
-    exact_total = getattr(result, "exact_duplicate_lines", sum(len(g) - 1 for g in exact_groups))
-    rows = []
-    for group in exact_groups:
-        first = group[0]
-        rows.extend((ln, None, f"same as line {first}", None) for ln in group[1:])
-    rows.sort(key=lambda r: r[0])
+    exact_total = result.exact_duplicate_lines
+    rows: list[IssueRow] = [(ln, None, f"same as line {group[0]}", None) for group in exact_groups for ln in group[1:]]
+    rows.sort(key=lambda r: r[0] or 0)
     _add_many(issues, "duplicate_example", exact_total, rows[: issues.cap])
     near_pairs = sorted(result.near, key=lambda p: (p[1], p[0]))
-    near_lines_total = getattr(result, "near_duplicate_lines", len({b for _, b, _ in near_pairs}))
     seen: set[int] = set()
-    near_rows = []
+    near_rows: list[IssueRow] = []
     for a, b, similarity in near_pairs:
-        if b in seen:
-            continue
-        seen.add(b)
-        near_rows.append((b, None, f"nearly the same as line {a} (estimated similarity {similarity:.2f})", None))
-    _add_many(issues, "near_duplicate_example", near_lines_total, near_rows[: issues.cap])
-    section = DuplicatesSection(
+        if b not in seen:
+            seen.add(b)
+            near_rows.append((b, None, f"nearly the same as line {a} (estimated similarity {similarity:.2f})", None))
+    _add_many(issues, "near_duplicate_example", result.near_duplicate_lines, near_rows[: issues.cap])
+    return DuplicatesSection(
         checked=True,
-        exact_groups=getattr(result, "exact_groups_total", len(exact_groups)),
+        exact_groups=result.exact_groups_total,
         exact_examples=exact_total,
-        near_pairs=getattr(result, "near_pairs_total", len(near_pairs)),
-        exact=exact_groups[: issues.cap or 0],
-        near=[NearDuplicate(line_a=a, line_b=b, similarity=s) for a, b, s in near_pairs[: issues.cap or 0]],
+        near_pairs=result.near_pairs_total,
+        exact=exact_groups[: issues.cap],
+        near=[NearDuplicate(line_a=a, line_b=b, similarity=s) for a, b, s in near_pairs[: issues.cap]],
     )
-    return section, []
 
 
 def _dataset_warnings(merged: _Merged, fmt: DatasetFormat | None) -> None:
@@ -301,7 +307,7 @@ def validate_path(
     *,
     format: DatasetFormat | str | None = None,
     model: str | None = None,
-    csv: CsvColumns | dict | None = None,
+    csv: CsvColumns | dict | Any | None = None,
     options: ValidationOptions | dict | None = None,
 ) -> DatasetReport:
     """Validate the dataset file at ``path`` and return its report (never raises for bad content).
@@ -318,7 +324,7 @@ def validate_path_with_stats(
     *,
     format: DatasetFormat | str | None = None,
     model: str | None = None,
-    csv: CsvColumns | dict | None = None,
+    csv: CsvColumns | dict | Any | None = None,
     options: ValidationOptions | dict | None = None,
 ) -> tuple[DatasetReport, RangeStats]:
     """``validate_path`` plus the exact histograms the report's statistics were computed from."""
@@ -327,7 +333,7 @@ def validate_path_with_stats(
     if not path.is_file():
         raise FileNotFoundError(f"dataset file {path} does not exist")
     opts = options if isinstance(options, ValidationOptions) else ValidationOptions.model_validate(options or {})
-    columns = csv if isinstance(csv, CsvColumns) or csv is None else CsvColumns.model_validate(csv)
+    columns = coerce_csv_columns(csv)
     declared = _coerce_format(format)
     table = load_price_table(opts.price_table_path)
     plan = _plan_model(model, table, opts)
@@ -365,19 +371,19 @@ def validate_path_with_stats(
                 workers = 1
             results = iter_results(ctx, sniffed.size, workers, opts.chunk_bytes)
 
-        def merged_batches():
+        def merged_batches() -> Iterator[Iterator[tuple[int, str]]]:
             offset = 0
             for result in results:
                 merged.stats.merge(result.stats)
                 merged.issues.merge(result.issues, offset)
                 merged.system_prompts.merge(result.system_prompts, offset)
                 merged.finals.merge(result.finals)
-                if result.canonical:
-                    yield [(line + offset, text) for line, text in result.canonical]
+                if len(result.canonical):
+                    yield result.canonical.items(offset)
                 offset += result.stats.lines
 
         if opts.duplicates:
-            duplicates, _ = _check_duplicates(merged_batches(), merged.issues, opts)
+            duplicates = _check_duplicates(merged_batches(), merged.issues, opts)
         else:
             for _ in merged_batches():
                 pass

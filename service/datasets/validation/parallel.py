@@ -8,6 +8,7 @@ the tokenizer vocabularies the parent loaded; otherwise they are spawned and loa
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import threading
@@ -17,6 +18,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 from service.datasets.validation.scan import ScanContext, prepare_counts, scan_range
 from service.datasets.validation.state import RangeResult
+
+log = logging.getLogger(__name__)
 
 
 def plan_ranges(size: int, chunk_bytes: int, start: int = 0) -> list[tuple[int, int | None]]:
@@ -42,34 +45,41 @@ def _init_worker(primary: str, other: str | None) -> None:
 
 
 def iter_results(ctx: ScanContext, size: int, workers: int, chunk_bytes: int) -> Iterator[RangeResult]:
+    """Scan results of consecutive byte ranges, in file order.
+
+    When worker processes cannot be started or die (a sandbox without fork, a daemonic parent, a worker killed for
+    memory), the ranges not yet done are scanned in this process: ranges are independent, so the result is the same.
+    """
     ranges = plan_ranges(size, chunk_bytes)
     if workers <= 1 or len(ranges) <= 1 or not _can_use_processes():
         yield scan_range(ctx, 0, None)
         return
     fork_safe = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
-    method = "fork" if fork_safe else "spawn"
     if fork_safe:
         prepare_counts(ctx.primary, ctx.other)
-    mp_context = multiprocessing.get_context(method)
+    mp_context = multiprocessing.get_context("fork" if fork_safe else "spawn")
+    todo = deque(ranges)
     with ProcessPoolExecutor(
         max_workers=min(workers, len(ranges)),
         mp_context=mp_context,
         initializer=_init_worker,
         initargs=(ctx.primary, ctx.other),
     ) as pool:
-        pending: deque[Future[RangeResult]] = deque()
-        todo = iter(ranges)
+        pending: deque[tuple[tuple[int, int | None], Future[RangeResult]]] = deque()
         try:
-            for lo, hi in todo:
-                pending.append(pool.submit(scan_range, ctx, lo, hi))
-                if len(pending) >= 2 * workers:
-                    break
-            while pending:
-                result = pending.popleft().result()
-                nxt = next(todo, None)
-                if nxt is not None:
-                    pending.append(pool.submit(scan_range, ctx, *nxt))
+            while todo or pending:
+                while todo and len(pending) < 2 * workers:
+                    bounds = todo.popleft()
+                    pending.append((bounds, pool.submit(scan_range, ctx, *bounds)))
+                bounds, future = pending[0]
+                result = future.result()
+                pending.popleft()
                 yield result
+        except (OSError, RuntimeError, AssertionError) as exc:  # BrokenProcessPool is a RuntimeError
+            log.warning("validation workers failed (%s); scanning the remaining ranges in-process", exc)
+            todo.extendleft(reversed([bounds for bounds, _ in pending]))
         finally:
-            for future in pending:
+            for _, future in pending:
                 future.cancel()
+    for bounds in todo:
+        yield scan_range(ctx, *bounds)

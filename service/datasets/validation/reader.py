@@ -22,20 +22,26 @@ class TooLong:
     length: int
 
 
-def first_line_start(f: BinaryIO, offset: int, block: int = BLOCK) -> int | None:
-    """The position of the first line that starts at or after ``offset`` (None when no line does)."""
+def first_line_start(f: BinaryIO, offset: int, end: int | None = None, block: int = BLOCK) -> int | None:
+    """The position of the first line that starts in ``[offset, end)`` (None when no line does).
+
+    Only the range itself is scanned: the ranges inside one huge line find nothing and stop at once, instead of each
+    reading to the end of that line.
+    """
     if offset == 0:
         return 0
     f.seek(offset - 1)
     pos = offset - 1
-    while True:
-        data = f.read(block)
+    while end is None or pos < end - 1:
+        want = block if end is None else min(block, end - 1 - pos)
+        data = f.read(want)
         if not data:
             return None
         i = data.find(b"\n")
         if i >= 0:
             return pos + i + 1
         pos += len(data)
+    return None
 
 
 def iter_lines(

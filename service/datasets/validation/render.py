@@ -16,12 +16,15 @@ LINES_SHOWN = 12
 
 
 def _lines(issues: list[ValidationIssue], count: int) -> str:
-    numbers = [str(i.line) for i in issues if i.line is not None]
-    shown = ", ".join(numbers[:LINES_SHOWN])
-    more = count - min(len(numbers), LINES_SHOWN)
+    """'lines 3, 7 and 12 more': distinct line numbers of the listed issues, and how many issues are not shown."""
+    numbers = list(dict.fromkeys(i.line for i in issues if i.line is not None))
     if not numbers:
         return ""
-    return f"lines {shown}" + (f" and {more:,} more" if more > 0 else "")
+    shown = ", ".join(str(n) for n in numbers[:LINES_SHOWN])
+    located = sum(1 for i in issues if i.line is not None)
+    more = count - located + max(0, len(numbers) - LINES_SHOWN)
+    label = "line" if len(numbers) == 1 else "lines"
+    return f"{label} {shown}" + (f" and {more:,} more" if more > 0 else "")
 
 
 def _issue_section(console: Console, report: DatasetReport, severity: Severity) -> None:

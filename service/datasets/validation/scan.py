@@ -5,6 +5,7 @@ This runs in worker processes, so everything it needs travels in a small picklab
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from api_schemas.dataset_report import DatasetFormat
 from service.datasets.validation.checks import ExampleChecker
 from service.datasets.validation.reader import TooLong, first_line_start, iter_lines
 from service.datasets.validation.state import (
+    CanonicalTexts,
     FinalAnswers,
     IssueCollector,
     RangeResult,
@@ -62,16 +64,21 @@ def _utf8_error(raw: bytes) -> str | None:
 
 
 class _Counts:
-    """Token counters are expensive to build (vocabularies); keep one pair per process and encoding pair."""
+    """One ``TokenCounts`` per thread and encoding pair: the vocabularies behind them are loaded once per process
+    (``service.tokens`` caches them), while the small memo cache is per thread, so concurrent validations in one
+    process (an API server's thread pool) never share a mutable cache."""
 
-    cache: dict[tuple[str, str | None], TokenCounts] = {}
+    local = threading.local()
 
     @classmethod
     def get(cls, primary: EncodingName, other: EncodingName | None) -> TokenCounts:
+        cache: dict[tuple[str, str | None], TokenCounts] | None = getattr(cls.local, "cache", None)
+        if cache is None:
+            cache = cls.local.cache = {}
         key = (primary, other)
-        counts = cls.cache.get(key)
+        counts = cache.get(key)
         if counts is None:
-            counts = cls.cache[key] = TokenCounts(primary, other)
+            counts = cache[key] = TokenCounts(primary, other)
         return counts
 
 
@@ -86,7 +93,7 @@ def new_result(ctx: ScanContext) -> tuple[RangeResult, ExampleChecker]:
         issues=IssueCollector(ctx.max_issues_per_code),
         system_prompts=SystemPrompts(),
         finals=FinalAnswers(),
-        canonical=[],
+        canonical=CanonicalTexts(),
     )
     checker = ExampleChecker(
         counts=_Counts.get(ctx.primary, ctx.other),
@@ -117,7 +124,7 @@ def scan_range(ctx: ScanContext, start: int, end: int | None) -> RangeResult:
     max_depth = ctx.max_depth
     line = 0
     with open(ctx.path, "rb") as f:
-        begin = first_line_start(f, start) if start > 0 else ctx.skip_prefix
+        begin = first_line_start(f, start, end) if start > 0 else ctx.skip_prefix
         if begin is None or (end is not None and begin >= end):
             return result
         for raw in iter_lines(f, begin, end, ctx.max_line_bytes):
@@ -154,7 +161,7 @@ def scan_range(ctx: ScanContext, start: int, end: int | None) -> RangeResult:
             stats.examples += 1
             check(obj, line)
             if ctx.duplicates:
-                canonical.append((line, canonical_example_text(obj)))
+                canonical.add(line, canonical_example_text(obj))
     checker.flush()
     stats.lines = line
     return result

@@ -177,31 +177,32 @@ def sniff(path: Path, declared: DatasetFormat | None, csv_columns: CsvColumns | 
 
 
 def _not_jsonl(path: Path, body: bytes, complete: bool, out: Sniffed) -> bool:
-    """Report (and return True) when the file is one JSON document rather than JSON Lines."""
-    first = _first_line(body.lstrip())
+    """Report (and return True) when the file is one JSON document rather than JSON Lines.
+
+    ``body`` is the head of the file after any BOM and starts (after whitespace) with ``[`` or ``{``.
+    """
+    stripped = body.lstrip()
+    first = _first_line(stripped)
+    line = body[: len(body) - len(stripped)].count(b"\n") + 1
     try:
         value = orjson.loads(first)
+        parsed_first = True
     except orjson.JSONDecodeError:
         value = None
         parsed_first = False
-    else:
-        parsed_first = True
-    if parsed_first and type(value) is list:
-        line = body[: body.find(first)].count(b"\n") + 1
-        out.issues.append(
-            (
-                "not_jsonl",
-                line,
-                None,
-                f"the line is a JSON array of {len(value)} items; write one JSON object per line instead",
-                excerpt(first),
-            )
-        )
+
+    def report(message: str) -> bool:
+        out.issues.append(("not_jsonl", line, None, message, excerpt(first)))
         out.fatal = True
         return True
+
     if parsed_first:
+        rest_is_blank = complete and not stripped[len(first) :].strip()
+        if type(value) is list and rest_is_blank:
+            return report(f"the file is one JSON array of {len(value)} items; write one JSON object per line instead")
+        # A complete first line followed by more lines: JSON Lines, whatever line 1 holds (the scan reports it).
         return False
-    # The first line is not a complete value: a document spread over several lines?
+    # The first line is not a complete value: one document spread over several lines (or a line over 1 MiB).
     if out.size <= WHOLE_PARSE_BYTES:
         with open(path, "rb") as f:
             f.seek(out.skip_prefix)
@@ -213,30 +214,19 @@ def _not_jsonl(path: Path, body: bytes, complete: bool, out: Sniffed) -> bool:
         else:
             what = f"an array of {len(whole)} items" if type(whole) is list else "one object"
             lines = data.count(b"\n") + 1
-            out.issues.append(
-                (
-                    "not_jsonl",
-                    1,
-                    None,
-                    f"the file is a single JSON document ({what}) spread over {lines} lines; write one compact JSON "
-                    "object per line",
-                    excerpt(first),
-                )
+            return report(
+                f"the file is a single JSON document ({what}) spread over {lines} lines; write one compact JSON "
+                "object per line"
             )
-            out.fatal = True
-            return True
-        del data
-    if first.strip() in (b"[", b"{"):
-        out.issues.append(
-            (
-                "not_jsonl",
-                1,
-                None,
-                f"the first line is only {first.strip().decode()!r}: this looks like pretty-printed JSON, not one "
-                "compact object per line",
-                excerpt(first),
-            )
+        finally:
+            del data
+    if stripped[:1] == b"[":
+        # No JSON Lines file starts with an array that does not even end on its line.
+        return report(
+            "the file starts with '[' and its first line is not a complete JSON value: a JSON array, not JSON Lines"
         )
-        out.fatal = True
-        return True
+    if first.strip() == b"{":
+        return report(
+            "the first line is only '{': this looks like pretty-printed JSON, not one compact object per line"
+        )
     return False

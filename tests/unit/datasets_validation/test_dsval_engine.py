@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import tracemalloc
 from decimal import Decimal
@@ -11,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from api_schemas.dataset_report import DatasetFormat, DatasetReport
-from service.datasets.validation import CsvColumns, ValidationOptions, validate_path
+from service.datasets.validation import CsvColumns, ValidationOptions, parallel, validate_path
 from service.datasets.validation.parallel import plan_ranges
 from service.datasets.validation.reader import TooLong, first_line_start, iter_lines
+from service.datasets.validation.scan import scan_range
 from service.tokens import get_encoding
 
 NO_DUPS = ValidationOptions(duplicates=False)
@@ -181,7 +183,7 @@ def test_ranges_cover_every_line_exactly_once(tmp_path: Path, chunk: int) -> Non
     got: list[bytes | TooLong] = []
     with open(path, "rb") as f:
         for lo, hi in plan_ranges(len(data), chunk):
-            begin = first_line_start(f, lo, block=4)
+            begin = first_line_start(f, lo, hi, block=4)
             if begin is None or (hi is not None and begin >= hi):
                 continue
             got.extend(iter_lines(f, begin, hi, max_line_bytes=20, block=4))
@@ -189,6 +191,31 @@ def test_ranges_cover_every_line_exactly_once(tmp_path: Path, chunk: int) -> Non
         e if len(e) <= 20 else len(e) for e in expected
     ]
     assert all(g.length == len(expected[i]) for i, g in enumerate(got) if isinstance(g, TooLong))
+
+
+def test_ranges_inside_a_long_line_do_not_scan_past_their_end(tmp_path: Path) -> None:
+    path = tmp_path / "long.txt"
+    path.write_bytes(b"a\n" + b"x" * 1000 + b"\nb\n")
+
+    class CountingFile:
+        def __init__(self, f) -> None:
+            self.f, self.read_bytes = f, 0
+
+        def seek(self, pos: int) -> None:
+            self.f.seek(pos)
+
+        def read(self, n: int) -> bytes:
+            data = self.f.read(n)
+            self.read_bytes += len(data)
+            return data
+
+    with open(path, "rb") as raw:
+        f = CountingFile(raw)
+        assert first_line_start(f, 100, 200, block=16) is None  # inside the long line
+        assert f.read_bytes <= 100
+        assert first_line_start(f, 100, None, block=16) == 1003  # open-ended: the line after it
+        assert first_line_start(f, 1, 2) is None and first_line_start(f, 2, 3) == 2
+        assert first_line_start(f, 1003, 1004) == 1003  # offset-1 is the newline: a line starts at the offset
 
 
 def test_a_huge_line_is_skipped_without_being_held_in_memory(tmp_path: Path) -> None:
@@ -323,3 +350,90 @@ def test_csv_mapping_validation() -> None:
         CsvColumns(user="q", assistant="a", system="s", system_prompt="x")
     with pytest.raises(ValueError, match="0-based indexes"):
         CsvColumns(user="q", assistant="a", header=False)
+
+
+def test_crlf_line_endings_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "crlf.jsonl"
+    path.write_bytes(b"".join(json.dumps(chat(f"q{i}", f"a{i}")).encode() + b"\r\n" for i in range(10)))
+    report = validate_path(path, options=NO_DUPS)
+    assert report.valid and report.issues == [] and report.statistics.examples == 10
+
+
+def test_concurrent_validations_in_threads_agree(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = write_jsonl(tmp_path / "t.jsonl", [chat(f"question {i} " * (i % 7 + 1), f"answer {i}") for i in range(300)])
+    expected = validate_path(path, options=NO_DUPS).model_dump(exclude={"duration_s"})
+    with ThreadPoolExecutor(4) as pool:
+        reports = list(pool.map(lambda _: validate_path(path, options=NO_DUPS), range(8)))
+    assert all(r.model_dump(exclude={"duration_s"}) == expected for r in reports)
+
+
+def test_other_encoding_totals_and_limit(tmp_path: Path) -> None:
+    text = "敏捷的棕色狐狸跳过了懒狗"
+    path = write_jsonl(tmp_path / "zh.jsonl", [chat(text, text, None)] * 10)
+    o200k = len(get_encoding("o200k_base").encode(text))
+    cl100k = len(get_encoding("cl100k_base").encode(text))
+    assert o200k < cl100k
+    limit = 3 + 1 + o200k + 3 + 1 + o200k + 3  # exactly the o200k total: over the limit only in cl100k
+    report = validate_path(path, options=ValidationOptions(duplicates=False, example_token_limit=limit))
+    totals = report.statistics.tokens_by_encoding
+    assert totals["o200k_base"].total_tokens == 10 * limit
+    assert totals["cl100k_base"].total_tokens == 10 * (limit - 2 * o200k + 2 * cl100k)
+    assert (totals["o200k_base"].examples_over_limit, totals["cl100k_base"].examples_over_limit) == (0, 10)
+
+
+def test_a_huge_one_line_json_array_is_not_jsonl(tmp_path: Path) -> None:
+    path = tmp_path / "array.jsonl"
+    item = json.dumps(chat("question " * 20, "answer"))
+    with open(path, "w") as f:
+        f.write("[" + ",".join([item] * 40_000) + "]\n")  # about 12 MB on one line
+    assert path.stat().st_size > 9 * 1024 * 1024
+    report = validate_path(path, options=NO_DUPS)
+    assert [(i.code, i.line) for i in report.issues] == [("not_jsonl", 1)]
+
+
+def test_an_array_on_the_first_line_of_a_jsonl_file_is_one_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("[1, 2]\n" + "".join(json.dumps(chat(f"q{i}", f"a{i}")) + "\n" for i in range(10)))
+    report = validate_path(path, options=NO_DUPS)
+    assert [(i.code, i.line) for i in report.issues] == [("not_an_object", 1)]
+    assert report.statistics.examples == 10
+
+
+_PARENT_PID = os.getpid()
+
+
+def _scan_that_kills_its_worker(ctx, lo, hi):  # type: ignore[no-untyped-def]
+    if os.getpid() != _PARENT_PID and lo >= 3 * 64 * 1024:
+        os._exit(1)  # a worker dying mid-file, as when the OOM killer takes it
+    return scan_range(ctx, lo, hi)
+
+
+def test_a_dead_worker_falls_back_to_scanning_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    lines = _mixed_rows(random.Random(9), 3000)
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    common = {"duplicates": False, "max_issues_per_code": 10_000}
+    serial = validate_path(path, options=ValidationOptions(workers=1, **common))
+    monkeypatch.setattr(parallel, "scan_range", _scan_that_kills_its_worker)
+    recovered = validate_path(
+        path, options=ValidationOptions(workers=2, chunk_bytes=64 * 1024, parallel_min_bytes=0, **common)
+    )
+    assert recovered.model_dump(exclude={"duration_s"}) == serial.model_dump(exclude={"duration_s"})
+    assert "scanning the remaining ranges in-process" in caplog.text
+
+
+def test_csv_columns_of_the_converter_are_accepted(tmp_path: Path) -> None:
+    from service.datasets.convert import CsvColumns as ConverterColumns
+
+    path = tmp_path / "data.csv"
+    path.write_text("q,a\n" + "".join(f"question {i},answer {i}\n" for i in range(10)))
+    report = validate_path(
+        path, csv=ConverterColumns(user="q", assistant="a", system_text="Be brief."), options=NO_DUPS
+    )
+    assert report.valid and report.statistics.messages == 30 and report.issues == []
+    with pytest.raises(ValueError, match="unknown csv column settings"):
+        validate_path(path, csv={"user": "q", "assistant": "a", "colour": "red"})
