@@ -419,6 +419,10 @@ def test_a_dead_worker_falls_back_to_scanning_in_process(
     common = {"duplicates": False, "max_issues_per_code": 10_000}
     serial = validate_path(path, options=ValidationOptions(workers=1, **common))
     monkeypatch.setattr(parallel, "scan_range", _scan_that_kills_its_worker)
+    # The killing scan is a patch in this process, so the workers must be forked to inherit it. Other tests leave
+    # threads running (the in-process Celery worker), which would make the engine spawn instead; the forked children
+    # here only scan and exit, so forking beside those threads is safe.
+    monkeypatch.setattr(parallel.threading, "active_count", lambda: 1)
     recovered = validate_path(
         path, options=ValidationOptions(workers=2, chunk_bytes=64 * 1024, parallel_min_bytes=0, **common)
     )
