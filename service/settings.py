@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     train_time_limit_s: int = Field(default=6 * 3600, description="Hard time limit of one local training task.")
     worker_concurrency: int = 2
 
-    default_provider: str = Field(default="openai", description="Provider used when a job names none.")
+    default_provider: str = Field(default="local", description="Provider used when a job names none.")
     poll_scale: float = Field(default=1.0, description="Multiplies provider polling delays (tests shrink them).")
     poll_min_s: float = Field(default=1.0, description="Shortest delay between two polls of one job.")
     poll_max_s: float = Field(default=300.0, description="Longest delay between two polls of one job.")

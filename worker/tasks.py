@@ -34,3 +34,14 @@ def deliver_webhook(delivery_id: str) -> None:
     from service.webhooks.delivery import deliver
 
     deliver(delivery_id)
+
+
+@app.task(
+    name="local.train",
+    time_limit=get_settings().train_time_limit_s,
+    soft_time_limit=get_settings().train_time_limit_s - 60,
+)
+def train_local(job_id: str) -> str:
+    from service.providers.local_runner import run
+
+    return run(job_id)

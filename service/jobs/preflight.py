@@ -57,6 +57,8 @@ def _billable(report: dict[str, Any], encoding: str, n_epochs: int, out: Preflig
 def preflight(provider: str, model: str, train: Dataset, hyperparameters: dict[str, Any], method: str) -> Preflight:
     out = Preflight()
     today = utcnow().date()
+    if provider == "local":
+        return _local(model, out)
     if provider != "openai":
         return out
     if today > OPENAI_LAST_JOB_DAY:
@@ -102,4 +104,16 @@ def preflight(provider: str, model: str, train: Dataset, hyperparameters: dict[s
         _warn(out, "no_training_price", str(exc))
         return out
     out.estimated_cost = quote.amount_usd
+    return out
+
+
+def _local(model: str, out: Preflight) -> Preflight:
+    """Local training costs no provider money; the base model must be one this machine can load."""
+    from service.providers.local import LocalTrainingError, resolve_base_model
+
+    try:
+        resolve_base_model(model)
+    except LocalTrainingError as exc:
+        raise InvalidInput(str(exc), code="base_model_unavailable") from exc
+    out.estimated_cost = Decimal("0")
     return out

@@ -47,7 +47,21 @@ def _openai_entry() -> ProviderEntry:
     )
 
 
-_ENTRIES: dict[str, Callable[[], ProviderEntry]] = {"openai": _openai_entry}
+def _local_entry() -> ProviderEntry:
+    from service.providers.local import is_available
+    from service.providers.local_provider import LocalProvider
+
+    return ProviderEntry(
+        name="local",
+        description="LoRA fine-tuning of open models on this service's own workers (CPU or GPU), no account needed.",
+        capabilities=LocalProvider.capabilities,
+        params_model=LocalProvider.params_model,
+        availability=is_available,
+        build=lambda settings, _cred, _secret: LocalProvider(settings),
+    )
+
+
+_ENTRIES: dict[str, Callable[[], ProviderEntry]] = {"openai": _openai_entry, "local": _local_entry}
 
 
 def register(name: str, factory: Callable[[], ProviderEntry]) -> None:
