@@ -363,15 +363,17 @@ def _adopt(job: Job, pj: ProviderJob) -> None:
 
 
 def _upload_and_submit(session: Session, job: Job, provider: TrainingProvider, settings: Settings) -> None:
-    if job.provider_training_file_id is None:
-        job.provider_training_file_id = _ensure_file(
-            session, provider, session.get(Dataset, job.training_dataset_id), settings
-        )
-        session.add(job)
-    if job.validation_dataset_id and job.provider_validation_file_id is None:
-        job.provider_validation_file_id = _ensure_file(
-            session, provider, session.get(Dataset, job.validation_dataset_id), settings
-        )
+    # Every file is settled before the job row is touched: _ensure_file writes in its own short transactions, and on
+    # SQLite a pending change flushed from this session would hold the write lock they wait for.
+    train_ds = session.get(Dataset, job.training_dataset_id)
+    val_ds = session.get(Dataset, job.validation_dataset_id) if job.validation_dataset_id else None
+    train_file = job.provider_training_file_id or _ensure_file(session, provider, train_ds, settings)
+    val_file = job.provider_validation_file_id or (_ensure_file(session, provider, val_ds, settings) if val_ds else None)
+    job.provider_training_file_id, job.provider_validation_file_id = train_file, val_file
+    if train_file is None or (val_ds is not None and val_file is None):
+        # Another job is uploading the same file; look again shortly.
+        job.next_run_at = utcnow() + timedelta(seconds=max(settings.poll_min_s, 2.0 * settings.poll_scale))
+        return
     # Reconcile before creating: a previous attempt may have created the job and died before recording it.
     pj = provider.find_job(job.id)
     if pj is None:

@@ -175,3 +175,12 @@ def test_watch_follows_a_job_to_the_end(stack, chat_jsonl):
     )
     assert final["status"] == "succeeded"
     assert "succeeded" in out.getvalue() and "step" in out.getvalue()
+
+
+def test_job_with_a_validation_dataset(stack, chat_jsonl):
+    train = stack.upload(chat_jsonl)
+    val = stack.upload(chat_jsonl.replace(b"Ticket", b"Case"))
+    job = _create_job(stack, train["id"], validation_dataset_id=val["id"])
+    assert _wait_status(stack, job["id"], {"succeeded", "failed"})["status"] == "succeeded"
+    files = [f for f in stack.emulator.state()["files"] if f["purpose"] == "fine-tune"]
+    assert len(files) == 2
