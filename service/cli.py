@@ -68,6 +68,17 @@ def serve(
 
 
 @app.command()
+def demo() -> None:
+    """Fine-tune SmolLM2-135M on a bundled task, offline, and compare it with the base model on held-out data."""
+    from rich.console import Console
+
+    from service.demo import run_demo
+
+    _setup()
+    raise typer.Exit(run_demo(Console()))
+
+
+@app.command()
 def api(
     host: Annotated[str | None, typer.Option()] = None,
     port: Annotated[int | None, typer.Option()] = None,

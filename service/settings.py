@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = 15.0
     webhook_connect_timeout_s: float = 5.0
 
+    hf_offline: bool = Field(
+        default=True, description="Load base models only from local files (no Hugging Face Hub requests)."
+    )
+
     price_table_path: Path | None = Field(default=None, description="Override the bundled versioned price table.")
 
     @field_validator("secret_key")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import os
 import threading
 import time
 from datetime import UTC, datetime
@@ -33,6 +34,9 @@ def run(job_id: str, settings: Settings | None = None) -> str:
     from service.providers.local import LocalTrainingError, LocalTrainParams, train
 
     settings = settings or get_settings()
+    if settings.hf_offline:
+        # transformers and peft otherwise try the Hub even for local folders (and wait on DNS where there is none).
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     run_dir = runs_dir(settings) / job_id
     spec = read_json(run_dir / "spec.json")
     if spec is None:
