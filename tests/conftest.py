@@ -111,7 +111,9 @@ def other_project(settings):  # type: ignore[no-untyped-def]
 def _embedded_worker():  # type: ignore[no-untyped-def]
     from worker.embedded import EmbeddedWorker
 
-    w = EmbeddedWorker(concurrency=2)
+    # More threads than `finetune serve` uses: a task of an earlier test may still sit in a provider call that only a
+    # timeout ends, and it must not delay the next test's tasks.
+    w = EmbeddedWorker(concurrency=6)
     w.start()
     yield w
     w.stop()

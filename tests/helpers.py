@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
     """Poll until ``predicate()`` is truthy; return its value or fail with the last one."""
     import time
 
