@@ -19,10 +19,3 @@ def travel(delta: timedelta) -> None:
 def reset() -> None:
     global _offset
     _offset = timedelta(0)
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes; everything we store is UTC."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

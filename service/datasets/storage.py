@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,17 +75,6 @@ def stage_file(settings: Settings, src: Path) -> StagedFile:
     with src.open("rb") as fh:
         while chunk := fh.read(CHUNK):
             stager.write(chunk)
-    return stager.finish()
-
-
-async def stage_stream(settings: Settings, chunks: AsyncIterator[bytes]) -> StagedFile:
-    stager = Stager(settings)
-    try:
-        async for chunk in chunks:
-            stager.write(chunk)
-    except BaseException:
-        stager.abort()
-        raise
     return stager.finish()
 
 

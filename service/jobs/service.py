@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -332,7 +331,7 @@ def _claim_upload(provider: TrainingProvider, sha256: str, purpose: str) -> tupl
         return res.rowcount == 1, None
 
 
-def _ensure_file(session: Session, provider: TrainingProvider, dataset: Dataset, settings: Settings) -> str | None:
+def _ensure_file(provider: TrainingProvider, dataset: Dataset, settings: Settings) -> str | None:
     """The provider's id of this dataset's file, uploading it if needed; None while another worker uploads it."""
     purpose = "fine-tune"
     ours, file_id = _claim_upload(provider, dataset.sha256, purpose)
@@ -367,8 +366,8 @@ def _upload_and_submit(session: Session, job: Job, provider: TrainingProvider, s
     # SQLite a pending change flushed from this session would hold the write lock they wait for.
     train_ds = session.get(Dataset, job.training_dataset_id)
     val_ds = session.get(Dataset, job.validation_dataset_id) if job.validation_dataset_id else None
-    train_file = job.provider_training_file_id or _ensure_file(session, provider, train_ds, settings)
-    val_file = job.provider_validation_file_id or (_ensure_file(session, provider, val_ds, settings) if val_ds else None)
+    train_file = job.provider_training_file_id or _ensure_file(provider, train_ds, settings)
+    val_file = job.provider_validation_file_id or (_ensure_file(provider, val_ds, settings) if val_ds else None)
     job.provider_training_file_id, job.provider_validation_file_id = train_file, val_file
     if train_file is None or (val_ds is not None and val_file is None):
         # Another job is uploading the same file; look again shortly.
@@ -514,10 +513,6 @@ def apply_provider_webhook(session: Session, provider: str, provider_job_id: str
     job.next_run_at = utcnow()
     session.add(job)
     return job
-
-
-def estimated(job: Job) -> Decimal | None:
-    return Decimal(job.estimated_cost_usd) if job.estimated_cost_usd else None
 
 
 def job_metrics(session: Session, job: Job) -> dict[str, Any]:
