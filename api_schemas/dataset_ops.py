@@ -40,7 +40,11 @@ class ConvertRequest(BaseModel):
 
 class ConvertResponse(BaseModel):
     dataset: DatasetOut
-    conversion: dict[str, Any] = Field(description="Rows read, examples written, skipped rows with their problems.")
+    conversion: dict[str, Any] | None = Field(
+        default=None,
+        description="Rows read, examples written, skipped rows with their problems. Null while the worker converts "
+        "a large source (202): it then appears in the dataset's `derivation.summary`.",
+    )
 
 
 class LeakageRequest(BaseModel):

@@ -151,49 +151,89 @@ def delete_dataset(dataset_id: str, caller: CallerDep, session: SessionDep, sett
     return Deleted(id=dataset_id, object="dataset")
 
 
+_DEFERRED = (
+    "The source is larger than the inline validation limit: the derived datasets are created `validating` (their "
+    "`derivation.output` is `pending` and `sha256` a placeholder) and the worker makes their files, then validates "
+    "them; poll the datasets or wait for `dataset.ready` / `dataset.invalid`."
+)
+
+
+def _wake(datasets: list[dict[str, Any]]) -> None:
+    for ds in datasets:
+        if ds.get("status") == DatasetStatus.validating:
+            queue.enqueue("datasets.validate", ds["id"])
+
+
 @router.post(
     "/{dataset_id}/split",
     status_code=201,
     response_model=SplitResponse,
-    responses=problem_responses(401, 404, 409, 422),
+    responses={202: {"model": SplitResponse, "description": _DEFERRED}} | problem_responses(401, 404, 409, 422),
     summary="Frozen train / validation / test splits (same input and seed give byte-identical files)",
 )
 def split_dataset(
-    dataset_id: str, body: SplitRequest, caller: CallerDep, session: SessionDep, settings: SettingsDep
-) -> SplitResponse:
-    out = derive.split(
-        session, settings, caller.project_id, dataset_id, dict(body.fractions), body.seed, body.stratify_by
+    dataset_id: str,
+    body: SplitRequest,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    def create() -> tuple[int, dict[str, Any]]:
+        out, later = derive.split(
+            session, settings, caller.project_id, dataset_id, dict(body.fractions), body.seed, body.stratify_by
+        )
+        response = SplitResponse(source_dataset_id=dataset_id, splits={k: dataset_out(v) for k, v in out.items()})
+        return (202 if later else 201), response.model_dump(mode="json")
+
+    return respond_created(
+        session,
+        caller,
+        idempotency_key=idempotency_key,
+        route="POST /v1/datasets/{id}/split",
+        request_fingerprint=fingerprint(dataset_id, body.model_dump(mode="json")),
+        create=create,
+        after_commit=lambda response: _wake(list(response["splits"].values())),
     )
-    session.commit()
-    for ds in out.values():
-        if ds.status == DatasetStatus.validating:
-            queue.enqueue("datasets.validate", ds.id)
-    return SplitResponse(source_dataset_id=dataset_id, splits={k: dataset_out(v) for k, v in out.items()})
 
 
 @router.post(
     "/{dataset_id}/convert",
     status_code=201,
     response_model=ConvertResponse,
-    responses=problem_responses(401, 404, 409, 422),
+    responses={202: {"model": ConvertResponse, "description": _DEFERRED}} | problem_responses(401, 404, 409, 422),
     summary="Convert a prompt/completion or CSV dataset to chat (a new dataset linked to its source)",
 )
 def convert_dataset(
-    dataset_id: str, body: ConvertRequest, caller: CallerDep, session: SessionDep, settings: SettingsDep
-) -> ConvertResponse:
-    ds, summary = derive.convert(
+    dataset_id: str,
+    body: ConvertRequest,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    def create() -> tuple[int, dict[str, Any]]:
+        ds, summary, later = derive.convert(
+            session,
+            settings,
+            caller.project_id,
+            dataset_id,
+            template=body.template,
+            csv_columns=body.csv_columns,
+            delimiter=body.delimiter,
+        )
+        response = ConvertResponse(dataset=dataset_out(ds), conversion=summary)
+        return (202 if later else 201), response.model_dump(mode="json")
+
+    return respond_created(
         session,
-        settings,
-        caller.project_id,
-        dataset_id,
-        template=body.template,
-        csv_columns=body.csv_columns,
-        delimiter=body.delimiter,
+        caller,
+        idempotency_key=idempotency_key,
+        route="POST /v1/datasets/{id}/convert",
+        request_fingerprint=fingerprint(dataset_id, body.model_dump(mode="json")),
+        create=create,
+        after_commit=lambda response: _wake([response["dataset"]]),
     )
-    session.commit()
-    if ds.status == DatasetStatus.validating:
-        queue.enqueue("datasets.validate", ds.id)
-    return ConvertResponse(dataset=dataset_out(ds), conversion=summary)
 
 
 @router.post(

@@ -30,6 +30,18 @@ def get_dataset(session: Session, project_id: str, dataset_id: str) -> Dataset:
     return ds
 
 
+def get_ready_dataset(session: Session, project_id: str, dataset_id: str, role: str) -> Dataset:
+    """A dataset of the project that passed validation; ``role`` ("training", "test", ...) names it in the error."""
+    ds = get_dataset(session, project_id, dataset_id)
+    if ds.status != DatasetStatus.ready:
+        raise Conflict(
+            f"{role} dataset {dataset_id} is {ds.status}, not ready"
+            + ("; see GET /v1/datasets/{id}/report" if ds.status == DatasetStatus.invalid else ""),
+            code="dataset_not_ready",
+        )
+    return ds
+
+
 def find_by_content(session: Session, project_id: str, sha256: str) -> Dataset | None:
     return session.exec(select(Dataset).where(Dataset.project_id == project_id, Dataset.sha256 == sha256)).first()
 
@@ -116,7 +128,10 @@ def apply_report(session: Session, ds: Dataset, report: Any) -> None:
 
 
 def validate_task(dataset_id: str, settings: Settings) -> None:
-    """Worker step: validate a dataset that was too large to check inside the upload request."""
+    """Worker step: validate a dataset that was too large to check inside the upload request; a derived dataset of
+    a large source (split, conversion) is first made from its source, then validated in the same step."""
+    from service.datasets import derive
+
     with leased(Dataset, dataset_id) as got:
         if got is None:
             return
@@ -124,6 +139,10 @@ def validate_task(dataset_id: str, settings: Settings) -> None:
         if ds.status != DatasetStatus.validating:
             ds.next_run_at = None
             return
+        if derive.is_pending(ds):
+            derive.produce(session, settings, ds)
+            if ds.status != DatasetStatus.validating:
+                return
         validate_now(session, settings, ds)
 
 
@@ -135,6 +154,16 @@ def delete_dataset(session: Session, settings: Settings, project_id: str, datase
     if used:
         raise Conflict(
             f"dataset {ds.id} is used by job {used}; it is kept for that job's record", code="dataset_in_use"
+        )
+    from service.datasets.derive import is_pending
+
+    children = session.exec(
+        select(Dataset).where(Dataset.source_dataset_id == ds.id, Dataset.status == DatasetStatus.validating)
+    ).all()
+    if any(is_pending(child) for child in children):
+        raise Conflict(
+            f"datasets derived from {ds.id} are still being made from it; delete it once they are done",
+            code="dataset_in_use",
         )
     sha = ds.sha256
     session.delete(ds)

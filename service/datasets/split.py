@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict
 from service.datasets.canonical import detect_example_format, normalize_whitespace
 from service.errors import InvalidInput
 
-__all__ = ["SPLIT_NAMES", "SplitError", "SplitOutput", "split_dataset"]
+__all__ = ["SPLIT_NAMES", "SplitError", "SplitOutput", "check_split_arguments", "split_dataset"]
 
 SPLIT_NAMES = ("train", "validation", "test")
 ASSISTANT = "assistant"
@@ -60,6 +60,17 @@ class SplitOutput(BaseModel):
     """Examples per class (label as compact JSON) when stratified over at most 50 classes."""
 
 
+def check_split_arguments(fractions: Mapping[str, float], seed: int, stratify_by: str | None) -> list[str]:
+    """Raise ``SplitError`` for arguments ``split_dataset`` would refuse, before any file is read; returns the
+    names of the splits it would write, in output order."""
+    shares = _validate_fractions(fractions)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise SplitError(f"seed must be an integer, got {seed!r}")
+    if stratify_by is not None:
+        _parse_field_path(stratify_by)
+    return list(shares)
+
+
 def split_dataset(
     path: Path,
     out_dir: Path,
@@ -67,6 +78,7 @@ def split_dataset(
     fractions: Mapping[str, float],
     seed: int,
     stratify_by: str | None = None,
+    only: str | None = None,
 ) -> dict[str, SplitOutput]:
     """Split the JSONL file at ``path`` into ``out_dir/<name>.jsonl`` for each name in ``fractions``.
 
@@ -75,11 +87,16 @@ def split_dataset(
     integer parts index lists, ``messages.-1.content``) or ``assistant`` for the last assistant message's content
     (the completion for prompt/completion data, the preferred output for preference data).
 
+    ``only`` writes just that split's file (the assignment of every example is the same, so its bytes are those a
+    full split writes): a worker producing one derived dataset needs no other file.
+
     Raises ``SplitError`` naming the line for unparseable JSON or a missing stratification field, and for bad
     arguments.
     """
     path, out_dir = Path(path), Path(out_dir)
     shares = _validate_fractions(fractions)
+    if only is not None and only not in shares:
+        raise SplitError(f"split {only!r} is not among the fractions {sorted(shares)}")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise SplitError(f"seed must be an integer, got {seed!r}")
     field = _parse_field_path(stratify_by) if stratify_by is not None else None
@@ -92,7 +109,7 @@ def split_dataset(
     assignment, class_sizes = _assign(ranks, classes, labels, key, [shares[name] for name in names])
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    return _write_outputs(path, out_dir, names, assignment, classes, labels, class_sizes, source_digest)
+    return _write_outputs(path, out_dir, names, assignment, classes, labels, class_sizes, source_digest, only)
 
 
 def _validate_fractions(fractions: Mapping[str, float]) -> dict[str, Fraction]:
@@ -291,10 +308,12 @@ def _write_outputs(
     labels: list[tuple[bytes, str]],
     class_sizes: np.ndarray,
     source_digest: str,
+    only: str | None = None,
 ) -> dict[str, SplitOutput]:
-    temporary = {name: out_dir / f".{name}.jsonl.{os.getpid()}.tmp" for name in names}
-    handles = {name: open(temporary[name], "wb", buffering=_READ_BUFFER) for name in names}  # noqa: SIM115
-    hashes = {name: hashlib.sha256() for name in names}
+    written = names if only is None else [only]
+    temporary = {name: out_dir / f".{name}.jsonl.{os.getpid()}.tmp" for name in written}
+    handles = {name: open(temporary[name], "wb", buffering=_READ_BUFFER) for name in written}  # noqa: SIM115
+    hashes = {name: hashlib.sha256() for name in written}
     examples = dict.fromkeys(names, 0)
     sizes = dict.fromkeys(names, 0)
     source = hashlib.sha256()
@@ -304,6 +323,8 @@ def _write_outputs(
             if ordinal >= len(codes):
                 raise SplitError(f"{path} changed while it was being split")
             name = names[codes[ordinal]]
+            if name not in handles:
+                continue
             data = content + b"\n"
             handles[name].write(data)
             hashes[name].update(data)
@@ -315,6 +336,8 @@ def _write_outputs(
             handle.close()
         outputs = {}
         for s, name in enumerate(names):
+            if name not in handles:
+                continue
             final = out_dir / f"{name}.jsonl"
             os.replace(temporary[name], final)
             class_counts = None

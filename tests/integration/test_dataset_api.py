@@ -119,6 +119,159 @@ def test_csv_upload_and_conversion(client, project):
     assert r.json()["dataset"]["n_examples"] == 12
 
 
+def _settled(client, headers, dataset_id):
+    def done():
+        d = client.get(f"/v1/datasets/{dataset_id}", headers=headers).json()
+        return d if d["status"] != "validating" else None
+
+    return wait_for(done)
+
+
+def _inline_limit(client, settings, limit):
+    client.app.state.settings = settings.model_copy(update={"inline_validation_bytes": limit})
+
+
+def test_large_split_is_made_by_the_worker_byte_identical_to_the_inline_split(
+    client, project, other_project, worker, settings
+):
+    body = {"fractions": {"train": 0.8, "validation": 0.1, "test": 0.1}, "seed": 7, "stratify_by": "assistant"}
+    # The inline split, in another project (content is stored once per project).
+    ref_src = _up(client, other_project["headers"], _dataset(60)).json()
+    inline = client.post(f"/v1/datasets/{ref_src['id']}/split", json=body, headers=other_project["headers"])
+    assert inline.status_code == 201, inline.text
+    expected = inline.json()["splits"]
+
+    src = _up(client, project["headers"], _dataset(60)).json()
+    assert src["status"] == "ready"
+    _inline_limit(client, settings, 100)  # the source (about 8 KB) is now "large"
+    headers = project["headers"] | {"Idempotency-Key": "split-1"}
+    r = client.post(f"/v1/datasets/{src['id']}/split", json=body, headers=headers)
+    assert r.status_code == 202, r.text
+    pending = r.json()["splits"]
+    assert list(pending) == ["train", "validation", "test"]
+    for name, ds in pending.items():
+        assert ds["status"] == "validating" and ds["source_dataset_id"] == src["id"]
+        assert ds["derivation"]["output"] == "pending" and ds["derivation"]["split"] == name
+        assert ds["sha256"].startswith("pending-") and ds["filename"] == f"d.{name}.jsonl"
+    # The same key replays the answer; the same request without a key finds the same datasets: no duplicates.
+    again = client.post(f"/v1/datasets/{src['id']}/split", json=body, headers=headers)
+    assert again.status_code == 202 and again.json() == r.json()
+    plain = client.post(f"/v1/datasets/{src['id']}/split", json=body, headers=project["headers"])
+    assert plain.status_code == 202
+    assert {k: v["id"] for k, v in plain.json()["splits"].items()} == {k: v["id"] for k, v in pending.items()}
+    reused = client.post(f"/v1/datasets/{src['id']}/split", json=body | {"seed": 8}, headers=headers)
+    assert reused.status_code == 409 and reused.json()["code"] == "idempotency_key_reused"
+
+    done = {name: _settled(client, project["headers"], ds["id"]) for name, ds in pending.items()}
+    for name, ds in done.items():
+        # As inline: validation and test have 6 examples, fewer than the 10 a training file needs.
+        assert ds["status"] == expected[name]["status"] == ("ready" if name == "train" else "invalid"), ds
+        # Frozen: the worker's files are byte-identical to the inline split's.
+        assert ds["sha256"] == expected[name]["sha256"] and ds["size_bytes"] == expected[name]["size_bytes"]
+        assert ds["n_examples"] == expected[name]["n_examples"]
+        assert "output" not in ds["derivation"]
+        want = {k: v for k, v in expected[name]["derivation"].items()}
+        assert {k: ds["derivation"][k] for k in want} == want
+    listed = client.get("/v1/datasets?limit=100", headers=project["headers"]).json()["data"]
+    assert len(listed) == 4  # the source and its three splits, once each
+    # Once made, the same request still answers with those datasets.
+    later = client.post(f"/v1/datasets/{src['id']}/split", json=body, headers=project["headers"]).json()
+    assert {k: v["sha256"] for k, v in later["splits"].items()} == {k: v["sha256"] for k, v in expected.items()}
+    types = [e["type"] for e in client.get("/v1/events?limit=100", headers=project["headers"]).json()["data"]]
+    assert (types.count("dataset.ready"), types.count("dataset.invalid")) == (2, 2)  # one event per dataset
+
+
+def test_small_split_stays_inline(client, project, settings):
+    src = _up(client, project["headers"], _dataset(30)).json()
+    _inline_limit(client, settings, 1 << 20)
+    body = {"fractions": {"train": 0.5, "test": 0.5}, "seed": 1}
+    r = client.post(f"/v1/datasets/{src['id']}/split", json=body, headers=project["headers"] | {"Idempotency-Key": "k"})
+    assert r.status_code == 201
+    assert all(ds["status"] == "ready" and "output" not in ds["derivation"] for ds in r.json()["splits"].values())
+    replay = client.post(
+        f"/v1/datasets/{src['id']}/split", json=body, headers=project["headers"] | {"Idempotency-Key": "k"}
+    )
+    assert replay.status_code == 201 and replay.json() == r.json()
+    # The source becomes "large" (the limit changed): the same request answers with the datasets already made.
+    _inline_limit(client, settings, 100)
+    later = client.post(f"/v1/datasets/{src['id']}/split", json=body, headers=project["headers"])
+    assert later.status_code == 202
+    assert {k: v["id"] for k, v in later.json()["splits"].items()} == {
+        k: v["id"] for k, v in r.json()["splits"].items()
+    }
+
+
+def test_deferred_derivations_that_fail_or_repeat_a_dataset_are_invalid(client, project, worker, settings):
+    src = _up(client, project["headers"], _dataset(30)).json()
+    _inline_limit(client, settings, 100)
+    # A stratification field the examples lack: accepted (the path is well formed), then fails in the worker.
+    r = client.post(
+        f"/v1/datasets/{src['id']}/split",
+        json={"fractions": {"train": 0.5, "test": 0.5}, "stratify_by": "metadata.label"},
+        headers=project["headers"],
+    )
+    assert r.status_code == 202
+    failed = _settled(client, project["headers"], r.json()["splits"]["train"]["id"])
+    assert failed["status"] == "invalid"
+    report = client.get(f"/v1/datasets/{failed['id']}/report", headers=project["headers"]).json()
+    assert [(i["code"], i["severity"]) for i in report["issues"]] == [("derivation_failed", "error")]
+    assert "metadata.label" in report["issues"][0]["message"]
+    # Arguments the split refuses outright are a 422 before anything is created.
+    bad = client.post(
+        f"/v1/datasets/{src['id']}/split", json={"fractions": {"train": 0.5, "test": 0.6}}, headers=project["headers"]
+    )
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_split"
+    # All examples in "train": the file is the source itself, which the project already has.
+    r = client.post(f"/v1/datasets/{src['id']}/split", json={"fractions": {"train": 1.0}}, headers=project["headers"])
+    same = _settled(client, project["headers"], r.json()["splits"]["train"]["id"])
+    assert same["status"] == "invalid" and same["derivation"]["duplicate_of"] == src["id"]
+    report = client.get(f"/v1/datasets/{same['id']}/report", headers=project["headers"]).json()
+    assert report["issues"][0]["code"] == "duplicate_dataset"
+
+
+def test_a_source_cannot_be_deleted_while_datasets_are_made_from_it(client, project, settings, monkeypatch):
+    # Nothing reaches a worker (the session's in-process worker would take a message even without the `worker`
+    # fixture, and with Redis so would any other): the split stays pending.
+    from service import queue
+
+    monkeypatch.setattr(queue, "enqueue", lambda *args, **kwargs: True)
+    src = _up(client, project["headers"], _dataset(30)).json()
+    _inline_limit(client, settings, 100)
+    r = client.post(f"/v1/datasets/{src['id']}/split", json={"fractions": {"train": 1.0}}, headers=project["headers"])
+    assert r.status_code == 202
+    gone = client.delete(f"/v1/datasets/{src['id']}", headers=project["headers"])
+    assert gone.status_code == 409 and gone.json()["code"] == "dataset_in_use"
+    child = r.json()["splits"]["train"]["id"]
+    assert client.delete(f"/v1/datasets/{child}", headers=project["headers"]).status_code == 200
+    assert client.delete(f"/v1/datasets/{src['id']}", headers=project["headers"]).status_code == 200
+
+
+def test_large_conversion_is_made_by_the_worker(client, project, other_project, worker, settings):
+    rows = "\n".join(json.dumps({"prompt": f"Q{i}\n\n###\n\n", "completion": f" A{i} END"}) for i in range(12)) + "\n"
+    ref = _up(client, other_project["headers"], rows.encode()).json()
+    inline = client.post(f"/v1/datasets/{ref['id']}/convert", json={"to": "chat"}, headers=other_project["headers"])
+    assert inline.status_code == 201
+
+    src = _up(client, project["headers"], rows.encode()).json()
+    _inline_limit(client, settings, 100)
+    r = client.post(f"/v1/datasets/{src['id']}/convert", json={"to": "chat"}, headers=project["headers"])
+    assert r.status_code == 202, r.text
+    assert r.json()["conversion"] is None and r.json()["dataset"]["derivation"]["output"] == "pending"
+    again = client.post(f"/v1/datasets/{src['id']}/convert", json={"to": "chat"}, headers=project["headers"])
+    assert again.json()["dataset"]["id"] == r.json()["dataset"]["id"]
+    done = _settled(client, project["headers"], r.json()["dataset"]["id"])
+    assert done["status"] == "ready" and done["format"] == "chat"
+    assert done["sha256"] == inline.json()["dataset"]["sha256"]
+    assert done["derivation"]["summary"] == inline.json()["conversion"]
+    # Options that cannot work are refused at once, not in the worker.
+    bad = client.post(
+        f"/v1/datasets/{src['id']}/convert",
+        json={"to": "chat", "template": {"strip_whitespace": "maybe"}},
+        headers=project["headers"],
+    )
+    assert bad.status_code == 422, bad.text
+
+
 def test_validate_cli_exit_codes(tmp_path):
     good = tmp_path / "good.jsonl"
     good.write_bytes(_dataset(12))
@@ -129,3 +282,13 @@ def test_validate_cli_exit_codes(tmp_path):
     assert json.loads(ok.stdout)["valid"] is True
     ko = subprocess.run([sys.executable, "-m", "service.cli", "validate", str(bad)], capture_output=True, text=True)
     assert ko.returncode == 1 and "INVALID" in ko.stdout
+
+
+def test_malformed_multipart_body_is_a_problem_not_a_500(client, project):
+    r = client.post(
+        "/v1/datasets",
+        content=b"--B\r\n[]--B--\r\n",
+        headers={**project["headers"], "content-type": "multipart/form-data; boundary=B"},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "multipart_invalid"

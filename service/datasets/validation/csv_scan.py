@@ -13,7 +13,7 @@ from pathlib import Path
 
 from service.datasets.validation.options import CsvColumns
 from service.datasets.validation.reader import TooLong, iter_lines
-from service.datasets.validation.scan import ScanContext, new_result
+from service.datasets.validation.scan import RangeSketcher, ScanContext, new_result
 from service.datasets.validation.sniff import UTF8_BOM
 from service.datasets.validation.state import IssueCollector, RangeResult, excerpt
 
@@ -74,8 +74,7 @@ def scan_csv(path: Path, ctx: ScanContext, columns: CsvColumns | None) -> RangeR
     result.issues = issues
     checker.issues = issues
     stats = result.stats
-    if ctx.duplicates:
-        from service.datasets.canonical import canonical_example_text
+    sketcher = RangeSketcher(ctx, result.sketches) if ctx.duplicates else None
 
     physical = 0
 
@@ -180,11 +179,13 @@ def scan_csv(path: Path, ctx: ScanContext, columns: CsvColumns | None) -> RangeR
                     continue
                 example = {"messages": messages}
                 checker.chat(example, line)
-                if ctx.duplicates:
-                    result.canonical.add(line, canonical_example_text(example))
+                if sketcher is not None:
+                    sketcher.add(line, example)
         except csv.Error as exc:
             issues.add("csv_parse_error", physical or None, None, f"cannot parse the CSV: {exc}")
     checker.flush()
+    if sketcher is not None:
+        sketcher.flush()
     stats.lines = physical
     return result
 

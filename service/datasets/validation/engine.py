@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from api_schemas.dataset_report import (
     CostEstimate,
@@ -22,10 +25,11 @@ from api_schemas.dataset_report import (
     Severity,
     ValidationIssue,
 )
+from service.datasets.dedupe.minhash import Sketches
 from service.datasets.validation.options import CsvColumns, ValidationOptions, coerce_csv_columns
 from service.datasets.validation.parallel import default_workers, iter_results
 from service.datasets.validation.rules import RULES, RULES_VERSION
-from service.datasets.validation.scan import ScanContext
+from service.datasets.validation.scan import ScanContext, exact_digests
 from service.datasets.validation.sniff import sniff
 from service.datasets.validation.state import (
     SAMPLE_LINES,
@@ -154,9 +158,14 @@ def _add_many(issues: IssueCollector, code: str, total: int, rows: list[IssueRow
 
 
 def _check_duplicates(
-    canonical_batches: Iterator[Iterator[tuple[int, str]]], issues: IssueCollector, options: ValidationOptions
+    sketch_batches: Iterator[Sketches],
+    issues: IssueCollector,
+    options: ValidationOptions,
+    resolve: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> DuplicatesSection:
-    """Feed canonical texts (in line order) to the DuplicateFinder and turn its result into issues.
+    """Feed the examples' sketches (in line order, made by the scan workers) to a DuplicateFinder and turn its result
+    into issues. ``resolve``: how the finder digests candidate exact duplicates (sketches of JSONL lines carry their
+    byte offsets instead of a digest).
 
     The finder is asked for no more groups and pairs than the report lists, so its result stays small.
     """
@@ -170,11 +179,11 @@ def _check_duplicates(
         max_exact_groups=cap,
         max_group_lines=cap + 1,
         max_near_pairs=4 * cap,
+        resolve=resolve,
     )
     try:
-        for batch in canonical_batches:
-            for line, text in batch:
-                finder.add(line, text)
+        for batch in sketch_batches:
+            finder.add_sketches(batch)
         result = finder.finish()
     finally:
         finder.close()
@@ -360,6 +369,7 @@ def validate_path_with_stats(
             max_issues_per_code=opts.max_issues_per_code,
             duplicates=opts.duplicates,
             skip_prefix=sniffed.skip_prefix,
+            near_threshold=opts.near_duplicate_threshold,
         )
         if fmt is DatasetFormat.csv:
             from service.datasets.validation.csv_scan import scan_csv
@@ -371,19 +381,20 @@ def validate_path_with_stats(
                 workers = 1
             results = iter_results(ctx, sniffed.size, workers, opts.chunk_bytes)
 
-        def merged_batches() -> Iterator[Iterator[tuple[int, str]]]:
+        def merged_batches() -> Iterator[Sketches]:
             offset = 0
             for result in results:
                 merged.stats.merge(result.stats)
                 merged.issues.merge(result.issues, offset)
                 merged.system_prompts.merge(result.system_prompts, offset)
                 merged.finals.merge(result.finals)
-                if len(result.canonical):
-                    yield result.canonical.items(offset)
+                for batch in result.sketches:
+                    yield batch.shifted(offset)
                 offset += result.stats.lines
 
         if opts.duplicates:
-            duplicates = _check_duplicates(merged_batches(), merged.issues, opts)
+            resolve = None if fmt is DatasetFormat.csv else functools.partial(exact_digests, str(path))
+            duplicates = _check_duplicates(merged_batches(), merged.issues, opts, resolve)
         else:
             for _ in merged_batches():
                 pass
@@ -507,4 +518,23 @@ def _build_report(
         duplicates=duplicates,
         rules_version=RULES_VERSION,
         duration_s=round(time.perf_counter() - started, 4),
+    )
+
+
+def failure_report(code: str, message: str) -> DatasetReport:
+    """The report of a dataset that has no file to check (e.g. a derivation that failed): one file-level error."""
+    rule = RULES[code]
+    return DatasetReport(
+        valid=rule.severity is not Severity.error,
+        encoding=DEFAULT_ENCODING,
+        size_bytes=0,
+        error_count=1 if rule.severity is Severity.error else 0,
+        warning_count=0 if rule.severity is Severity.error else 1,
+        issue_counts=[IssueCount(code=code, severity=rule.severity, count=1, listed=1)],
+        issues=[ValidationIssue(code=code, severity=rule.severity, message=message)],
+        max_issues_per_code=ValidationOptions().max_issues_per_code,
+        statistics=DatasetStatistics(lines=0, examples=0, encoding=DEFAULT_ENCODING),
+        duplicates=DuplicatesSection(checked=False),
+        rules_version=RULES_VERSION,
+        duration_s=0.0,
     )

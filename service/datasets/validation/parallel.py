@@ -40,8 +40,8 @@ def _can_use_processes() -> bool:
     return not multiprocessing.current_process().daemon
 
 
-def _init_worker(primary: str, other: str | None) -> None:
-    prepare_counts(primary, other)  # type: ignore[arg-type]
+def _init_worker(primary: str, other: str | None, duplicates: bool) -> None:
+    prepare_counts(primary, other, duplicates)  # type: ignore[arg-type]
 
 
 def iter_results(ctx: ScanContext, size: int, workers: int, chunk_bytes: int) -> Iterator[RangeResult]:
@@ -56,14 +56,14 @@ def iter_results(ctx: ScanContext, size: int, workers: int, chunk_bytes: int) ->
         return
     fork_safe = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
     if fork_safe:
-        prepare_counts(ctx.primary, ctx.other)
+        prepare_counts(ctx.primary, ctx.other, ctx.duplicates)
     mp_context = multiprocessing.get_context("fork" if fork_safe else "spawn")
     todo = deque(ranges)
     with ProcessPoolExecutor(
         max_workers=min(workers, len(ranges)),
         mp_context=mp_context,
         initializer=_init_worker,
-        initargs=(ctx.primary, ctx.other),
+        initargs=(ctx.primary, ctx.other, ctx.duplicates),
     ) as pool:
         pending: deque[tuple[tuple[int, int | None], Future[RangeResult]]] = deque()
         try:

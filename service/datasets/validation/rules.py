@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from api_schemas.dataset_report import DatasetFormat, RuleDoc, Severity
 
-RULES_VERSION = "2026-11-01"
+RULES_VERSION = "2026-11-21"
 
 E, W = Severity.error, Severity.warning
 CHAT, PREF, PC, CSV = DatasetFormat.chat, DatasetFormat.preference, DatasetFormat.prompt_completion, DatasetFormat.csv
@@ -390,6 +390,22 @@ _RULES: tuple[Rule, ...] = (
         W,
         "Model retiring",
         "The chosen model has a published shutdown date; its fine-tunes stop serving then.",
+    ),
+    # --- Datasets derived by the worker (splits and conversions of large sources) --------------------------------
+    Rule(
+        "derivation_failed",
+        E,
+        "Could not be derived",
+        "The split or conversion that makes this dataset failed on its source (the message says why: a missing "
+        "stratification field, CSV columns the file lacks, a source deleted meanwhile). Fix the source or the "
+        "request and ask again.",
+    ),
+    Rule(
+        "duplicate_dataset",
+        E,
+        "Same content as another dataset",
+        "The derived file is byte-identical to a dataset the project already has (named in the message, and in "
+        "derivation.duplicate_of). Content is stored once per project: use that dataset.",
     ),
 )
 

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 
 from api_schemas.dataset_report import DatasetFormat
 from service.datasets.validation.checks import ExampleChecker
 from service.datasets.validation.reader import TooLong, first_line_start, iter_lines
 from service.datasets.validation.state import (
-    CanonicalTexts,
     FinalAnswers,
     IssueCollector,
     RangeResult,
@@ -25,6 +25,9 @@ from service.datasets.validation.state import (
     excerpt,
 )
 from service.tokens import EncodingName
+
+if TYPE_CHECKING:
+    from service.datasets.dedupe.minhash import Sketches
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class ScanContext:
     max_issues_per_code: int
     duplicates: bool
     skip_prefix: int = 0  # bytes to skip at the start of the file (a UTF-8 BOM, reported separately)
+    near_threshold: float = 0.85  # duplicate sketches are made for this threshold's LSH bands
 
 
 def json_depth_exceeds(value: Any, limit: int) -> bool:
@@ -82,9 +86,44 @@ class _Counts:
         return counts
 
 
-def prepare_counts(primary: EncodingName, other: EncodingName | None) -> None:
-    """Load the tokenizers now (e.g. before forking workers, so they share the memory)."""
+def prepare_counts(primary: EncodingName, other: EncodingName | None, duplicates: bool = False) -> None:
+    """Load the tokenizers (and the duplicate sketcher's tables) now, e.g. before forking workers, so that they
+    share the memory."""
     _Counts.get(primary, other)
+    if duplicates:
+        from service.datasets.dedupe import prepare
+
+        prepare()
+
+
+class RangeSketcher:
+    """Sketches the examples of a range for duplicate detection as they are checked (the text is parsed once).
+
+    Examples given with the byte offset of their line (JSONL) are sketched without their canonical text, with a
+    candidate key that the duplicate finder confirms by reading the few candidates again (``exact_digests``);
+    the others (CSV rows) by their canonical text.
+    """
+
+    def __init__(self, ctx: ScanContext, sketches: list[Sketches]) -> None:
+        from service.datasets.canonical import canonical_example_text
+        from service.datasets.dedupe import MinHashParams, Sketcher
+
+        self._canonical = canonical_example_text
+        self._sketcher = Sketcher(MinHashParams.for_threshold(ctx.near_threshold))
+        self._out = sketches
+
+    def add(self, line: int, obj: dict, offset: int | None = None) -> None:
+        if offset is not None:
+            full = self._sketcher.add_example(line, obj, offset)
+        else:
+            # The sketcher normalises texts to NFC itself, cheaply: skip the per-string NFC calls here.
+            full = self._sketcher.add(line, self._canonical(obj, nfc=False))
+        if full:
+            self._out.append(self._sketcher.take())
+
+    def flush(self) -> None:
+        if len(self._sketcher):
+            self._out.append(self._sketcher.take())
 
 
 def new_result(ctx: ScanContext) -> tuple[RangeResult, ExampleChecker]:
@@ -93,7 +132,6 @@ def new_result(ctx: ScanContext) -> tuple[RangeResult, ExampleChecker]:
         issues=IssueCollector(ctx.max_issues_per_code),
         system_prompts=SystemPrompts(),
         finals=FinalAnswers(),
-        canonical=CanonicalTexts(),
     )
     checker = ExampleChecker(
         counts=_Counts.get(ctx.primary, ctx.other),
@@ -109,8 +147,7 @@ def new_result(ctx: ScanContext) -> tuple[RangeResult, ExampleChecker]:
 def scan_range(ctx: ScanContext, start: int, end: int | None) -> RangeResult:
     """Check the lines that start in ``[start, end)``; line numbers in the result are 1-based within the range."""
     result, checker = new_result(ctx)
-    if ctx.duplicates:
-        from service.datasets.canonical import canonical_example_text
+    sketcher = RangeSketcher(ctx, result.sketches) if ctx.duplicates else None
     check = {
         DatasetFormat.chat: checker.chat,
         DatasetFormat.preference: checker.preference,
@@ -118,7 +155,6 @@ def scan_range(ctx: ScanContext, start: int, end: int | None) -> RangeResult:
     }[ctx.format]
     stats = result.stats
     add = result.issues.add
-    canonical = result.canonical
     loads = orjson.loads
     decode_error = orjson.JSONDecodeError
     max_depth = ctx.max_depth
@@ -127,8 +163,11 @@ def scan_range(ctx: ScanContext, start: int, end: int | None) -> RangeResult:
         begin = first_line_start(f, start, end) if start > 0 else ctx.skip_prefix
         if begin is None or (end is not None and begin >= end):
             return result
+        offset = begin  # of the next line, for the duplicate finder to read candidates again
         for raw in iter_lines(f, begin, end, ctx.max_line_bytes):
             line += 1
+            at = offset
+            offset += (raw.length if type(raw) is TooLong else len(raw)) + 1
             if type(raw) is TooLong:
                 add(
                     "line_too_long",
@@ -160,11 +199,32 @@ def scan_range(ctx: ScanContext, start: int, end: int | None) -> RangeResult:
                 continue
             stats.examples += 1
             check(obj, line)
-            if ctx.duplicates:
-                canonical.add(line, canonical_example_text(obj))
+            if sketcher is not None:
+                sketcher.add(line, obj, at)
     checker.flush()
+    if sketcher is not None:
+        sketcher.flush()
     stats.lines = line
     return result
+
+
+def exact_digests(path: str, offsets: np.ndarray) -> np.ndarray:
+    """The exact-duplicate digests (uint64 (n, 2)) of the examples on the JSONL lines starting at ``offsets``: what
+    ``Sketcher.add`` gives for their canonical texts. Only lines that parsed as objects are ever asked for."""
+    from service.datasets.canonical import canonical_example_text
+    from service.datasets.dedupe.minhash import exact_digest
+
+    out = bytearray()
+    with open(path, "rb") as f:
+        for offset in offsets.tolist():
+            f.seek(offset)
+            try:
+                obj = orjson.loads(f.readline())
+                text = canonical_example_text(obj)
+            except (orjson.JSONDecodeError, TypeError) as exc:
+                raise RuntimeError(f"{path} changed while it was being validated (byte {offset})") from exc
+            out += exact_digest(text)
+    return np.frombuffer(bytes(out), dtype="<u8").reshape(len(offsets), 2)
 
 
 def _kind(value: Any) -> str:

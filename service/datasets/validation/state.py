@@ -8,13 +8,12 @@ keep a fixed number of entries.
 from __future__ import annotations
 
 import hashlib
-from array import array
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import orjson
 
+from service.datasets.dedupe.minhash import Sketches
 from service.datasets.validation.rules import RULES
 from service.tokens import Counter, EncodingName, token_counter
 
@@ -239,47 +238,6 @@ class RangeStats:
             hist_merge(self.tokens_per_role.setdefault(role, {}), hist)
 
 
-class CanonicalTexts:
-    """The canonical texts of a range's examples for duplicate detection, packed as one UTF-8 buffer.
-
-    They travel from worker processes to the parent, which may hold a few ranges at once: packed UTF-8 is several
-    times smaller than Python strings of non-Latin text, and pickles as one object.
-    """
-
-    __slots__ = ("_blob", "_lengths", "_lines", "_parts")
-
-    def __init__(self) -> None:
-        self._lines = array("q")
-        self._lengths = array("q")
-        self._parts: list[bytes] = []
-        self._blob = b""
-
-    def add(self, line: int, text: str) -> None:
-        data = text.encode("utf-8", "surrogatepass")
-        self._lines.append(line)
-        self._lengths.append(len(data))
-        self._parts.append(data)
-
-    def __len__(self) -> int:
-        return len(self._lines)
-
-    def __getstate__(self) -> tuple[array, array, bytes]:
-        return self._lines, self._lengths, b"".join(self._parts) if self._parts else self._blob
-
-    def __setstate__(self, state: tuple[array, array, bytes]) -> None:
-        self._lines, self._lengths, self._blob = state
-        self._parts = []
-
-    def items(self, line_offset: int = 0) -> Iterator[tuple[int, str]]:
-        """(line + offset, text) in line order, decoding one text at a time."""
-        blob = b"".join(self._parts) if self._parts else self._blob
-        view = memoryview(blob)
-        pos = 0
-        for line, size in zip(self._lines, self._lengths, strict=True):
-            yield line + line_offset, str(view[pos : pos + size], "utf-8", "surrogatepass")
-            pos += size
-
-
 @dataclass
 class RangeResult:
     """Everything one range produced; ``lines`` (in ``stats``) is how many lines start in the range."""
@@ -288,4 +246,6 @@ class RangeResult:
     issues: IssueCollector
     system_prompts: SystemPrompts
     finals: FinalAnswers
-    canonical: CanonicalTexts
+    # Duplicate-detection sketches of the range's examples (line numbers local to the range), made in the worker
+    # that parsed them: a few hundred bytes per example travel to the parent instead of the texts.
+    sketches: list[Sketches] = field(default_factory=list)

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from dsops_helpers import change_one_word, chat, sentence, write_jsonl
 
-from service.datasets import dedupe
-from service.datasets.dedupe import build_signature_index, find_leakage
+from service.datasets.dedupe import build_signature_index, find_leakage, leakage
 
 
 @pytest.fixture
@@ -134,7 +133,7 @@ def test_small_verification_slices_agree(
     train, test, _, _ = train_test
     train_sig, test_sig = build(train, tmp_path), build(test, tmp_path)
     expected = find_leakage(train_sig, test_sig)
-    monkeypatch.setattr(dedupe, "_VERIFY_PAIRS", 3)
+    monkeypatch.setattr(leakage, "_VERIFY_PAIRS", 3)
     assert find_leakage(train_sig, test_sig) == expected
 
 

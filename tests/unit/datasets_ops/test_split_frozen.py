@@ -43,6 +43,20 @@ def test_a_different_seed_gives_a_different_split(dataset: Path, tmp_path: Path)
     assert other["test"].examples == first["test"].examples == 100
 
 
+@pytest.mark.parametrize("stratify_by", [None, "metadata.label"])
+def test_one_split_alone_is_the_same_file(dataset: Path, tmp_path: Path, stratify_by: str | None) -> None:
+    """The worker makes each derived dataset on its own (``only``): byte for byte the file of a full split."""
+    full = split_dataset(dataset, tmp_path / "all", fractions=FRACTIONS, seed=3, stratify_by=stratify_by)
+    for name in FRACTIONS:
+        alone = split_dataset(dataset, tmp_path / name, fractions=FRACTIONS, seed=3, stratify_by=stratify_by, only=name)
+        assert list(alone) == [name]
+        assert alone[name].path.read_bytes() == full[name].path.read_bytes()
+        assert alone[name].model_dump(exclude={"path"}) == full[name].model_dump(exclude={"path"})
+        assert sorted(p.name for p in (tmp_path / name).iterdir()) == [f"{name}.jsonl"]
+    with pytest.raises(SplitError, match="not among"):
+        split_dataset(dataset, tmp_path / "x", fractions={"train": 0.5, "test": 0.5}, seed=3, only="validation")
+
+
 # Computed once with this implementation. If this changes, previously published splits can no longer be reproduced.
 PINNED_TEST_IDS = [0, 1, 3, 4, 7, 8, 9, 10, 14, 15]
 

@@ -170,6 +170,48 @@ def test_parallel_scan_equals_serial_scan(tmp_path: Path) -> None:
     assert serial.statistics.lines == len(lines)
 
 
+def test_duplicates_found_by_parallel_workers_equal_a_direct_search(tmp_path: Path) -> None:
+    """Workers sketch their ranges' examples; the parent only joins the sketches: the result must be the one
+    DuplicateFinder gives for the canonical texts, whatever the ranges and however many workers."""
+    from service.datasets.canonical import canonical_example_text
+    from service.datasets.dedupe import DuplicateFinder
+
+    rng = random.Random(11)
+    words = [f"w{i}" for i in range(3000)]
+    rows: list = []
+    for _ in range(2500):
+        draw = rng.random()
+        if rows and draw < 0.05:
+            rows.append(rng.choice(rows))  # exact copy, anywhere earlier in the file
+        elif rows and draw < 0.08:
+            text = rng.choice(rows)["messages"][1]["content"].split()
+            text[len(text) // 2] = "edited"  # one-word edit of an earlier example: a near duplicate
+            rows.append(chat(" ".join(text), "fine"))
+        else:
+            rows.append(chat(" ".join(rng.choices(words, k=80)), "fine"))
+    path = write_jsonl(tmp_path / "dups.jsonl", rows)
+    common = {"max_issues_per_code": 10_000}
+    serial = validate_path(path, options=ValidationOptions(workers=1, **common))
+    parallel_report = validate_path(
+        path, options=ValidationOptions(workers=2, chunk_bytes=64 * 1024, parallel_min_bytes=0, **common)
+    )
+    assert path.stat().st_size > 10 * 64 * 1024
+    assert serial.model_dump(exclude={"duration_s"}) == parallel_report.model_dump(exclude={"duration_s"})
+    with DuplicateFinder(max_near_pairs=40_000, max_exact_groups=10_000, max_group_lines=10_001) as finder:
+        for line, row in enumerate(rows, start=1):
+            finder.add(line, canonical_example_text(row))
+        direct = finder.finish()
+    dups = serial.duplicates
+    assert dups.checked and dups.exact_groups > 50 and dups.near_pairs > 20
+    assert (dups.exact_groups, dups.exact_examples, dups.near_pairs) == (
+        direct.exact_groups_total,
+        direct.exact_duplicate_lines,
+        direct.near_pairs_total,
+    )
+    assert dups.exact == [sorted(g) for g in direct.exact]
+    assert [(p.line_a, p.line_b, p.similarity) for p in dups.near] == sorted(direct.near, key=lambda p: (p[1], p[0]))
+
+
 @pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64])
 def test_ranges_cover_every_line_exactly_once(tmp_path: Path, chunk: int) -> None:
     rng = random.Random(chunk)
