@@ -1,12 +1,22 @@
-"""Webhook delivery throughput and lag: the concurrent sender against a naive sequential one, in the same run.
+"""Webhook delivery throughput and lag: the concurrent sender against a naive sequential one, and the service's own
+path (events, delivery rows, the worker), all in the same run.
 
 A local receiver process listens on 50 ports (one "endpoint" each): most answer at once, some answer slowly and some
 fail with HTTP 500. Events arrive at a steady rate and each is delivered, signed, to every endpoint. For each delivery
-the lag is the time from the event's arrival to the end of its delivery attempt.
+the lag is the time from the event's arrival to the end of its (first) delivery attempt.
 
     .venv/bin/python bench/webhook_delivery.py [--events 20] [--rate 10] [--slow 5] [--failing 5] [--slow-delay 0.25]
 
-Both senders go through the same SSRF guard, timeouts and signing; only the scheduling differs.
+Senders alone: both go through the same SSRF guard, timeouts and signing; only the scheduling differs.
+
+Service path: a SQLite database in a temporary data directory and an in-process worker with the in-memory broker, as
+``finetune serve`` runs them (``--worker-threads``, default 2 like ``FINETUNE_WORKER_CONCURRENCY``). Each event is
+written through the outbox (``events.record``), fanned out into delivery rows by the real ``fanout``, and delivered
+either by the dispatcher (``webhooks.dispatch``, woken once per event: what the ``events.fanout`` task does now) or,
+as the baseline, by one ``webhooks.deliver`` task per delivery (what it did before). The fan-out runs right after the
+event commits; in the service an event waits for the sweeper's next pass (``FINETUNE_SWEEP_INTERVAL_S``) before it is
+fanned out, which this leaves out. Lag is from the event's ``created_at`` to the end of the first attempt recorded in
+``delivery_attempts``; retries fall after the measurement.
 """
 
 from __future__ import annotations
@@ -15,8 +25,12 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 from service.webhooks.sender import AsyncWebhookSender, DeliveryOutcome, WebhookSender
 from service.webhooks.signing import build_headers, generate_secret
@@ -155,6 +169,110 @@ def run_sequential(endpoints: list[Endpoint], events: int, rate: float, policy: 
     return _summarise("naive sequential", records, wall)
 
 
+def run_service(
+    endpoints: list[Endpoint], events: int, rate: float, timeout: float, mode: str, data_dirs: list[str]
+) -> Result:
+    """Events -> delivery rows in a fresh SQLite database -> the worker; ``mode`` is "dispatcher" or "per-delivery"."""
+    from sqlmodel import select
+
+    from service import db, queue
+    from service.events import service as outbox
+    from service.events.fanout import fanout
+    from service.events.models import Event
+    from service.projects.service import create_project
+    from service.settings import get_settings, reset_settings_cache
+    from service.webhooks import dispatch
+    from service.webhooks import service as hooks
+    from service.webhooks.models import Delivery, DeliveryAttempt
+    from service.webhooks.sender import Disposition
+
+    # Not removed here: the worker may still be busy with this database's retries; main() removes it after the worker.
+    data_dir = tempfile.mkdtemp(prefix="webhook-bench-")
+    data_dirs.append(data_dir)
+    os.environ["FINETUNE_DATA_DIR"] = data_dir
+    os.environ["FINETUNE_WEBHOOK_TIMEOUT_S"] = str(timeout)
+    reset_settings_cache()
+    settings = get_settings()
+    db.upgrade(settings)
+    kinds: dict[str, str] = {}
+    with db.session_scope(settings) as session:
+        project, _, _ = create_project(session, "bench", settings.server_secret())
+        project_id = project.id
+        for ep in endpoints:
+            row, _ = hooks.create_endpoint(session, settings, project_id, hooks.WebhookEndpointCreate(url=ep.url))
+            kinds[row.id] = ep.kind
+
+    expected = events * len(endpoints)
+    start = time.perf_counter()
+    for n in range(events):
+        time.sleep(max(0.0, start + n / rate - time.perf_counter()))
+        with db.session_scope(settings) as session:
+            event_id = outbox.record(session, project_id, "ping", {"object": "ping", "n": n}).id
+        created = fanout(event_id)
+        if mode == "dispatcher":
+            dispatch.wake(settings)
+        else:
+            for delivery_id in created:
+                queue.enqueue("webhooks.deliver", delivery_id, queue="webhooks")
+
+    def first_attempts() -> list[tuple[str, float, str, object]]:
+        with db.session_scope(settings) as session:
+            rows = session.exec(
+                select(
+                    Delivery.endpoint_id,
+                    Event.created_at,
+                    DeliveryAttempt.started_at,
+                    DeliveryAttempt.duration_ms,
+                    DeliveryAttempt.details,
+                )
+                .join(Delivery, Delivery.id == DeliveryAttempt.delivery_id)
+                .join(Event, Event.id == Delivery.event_id)
+                .where(DeliveryAttempt.attempt == 1)
+            ).all()
+        return [
+            (ep, (started + timedelta(milliseconds=ms or 0) - created).total_seconds(), "", details)
+            for ep, created, started, ms, details in rows
+        ]
+
+    deadline = time.monotonic() + 600
+    while len(done := first_attempts()) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    outcomes: dict[str, int] = {}
+    for *_, details in done:
+        key = str(details.get("disposition", Disposition.RETRY.value))  # type: ignore[union-attr]
+        outcomes[key] = outcomes.get(key, 0) + 1
+    lags = [lag for _, lag, _, _ in done]
+    with db.session_scope(settings) as session:
+        first_event = min(session.exec(select(Event.created_at)))
+        last_end = max(
+            a.started_at + timedelta(milliseconds=a.duration_ms or 0)
+            for a in session.exec(select(DeliveryAttempt).where(DeliveryAttempt.attempt == 1))
+        )
+    wall = (last_end - first_event).total_seconds()
+    db.dispose_engines()
+    name = "service dispatcher" if mode == "dispatcher" else "service task/deliv."
+    return Result(
+        f"{name}",
+        lags,
+        [lag for ep, lag, _, _ in done if kinds[ep] == "healthy"],
+        outcomes,
+        wall,
+    )
+
+
+def _start_service_worker(threads: int):  # type: ignore[no-untyped-def]
+    # The broker is read when the Celery app is imported: fix it first, as `finetune serve` does by default.
+    os.environ["FINETUNE_BROKER_URL"] = "memory://"
+    os.environ.setdefault("FINETUNE_SECRET_KEY", "webhook-bench-secret-0123456789")
+    os.environ["FINETUNE_WEBHOOK_ALLOW_HTTP"] = "true"
+    os.environ["FINETUNE_WEBHOOK_ALLOWLIST"] = '["127.0.0.1/32"]'
+    from worker.embedded import EmbeddedWorker
+
+    worker = EmbeddedWorker(threads, ["default", "webhooks"], name="bench")
+    worker.start()
+    return worker
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20, help="events, each delivered to every endpoint")
@@ -164,6 +282,8 @@ def main() -> None:
     parser.add_argument("--slow-delay", type=float, default=0.25, help="seconds a slow endpoint takes to answer")
     parser.add_argument("--timeout", type=float, default=5.0, help="sender read timeout in seconds")
     parser.add_argument("--skip-sequential", action="store_true", help="only run the concurrent sender")
+    parser.add_argument("--skip-service", action="store_true", help="leave out the runs through the service")
+    parser.add_argument("--worker-threads", type=int, default=2, help="worker threads of the service runs")
     args = parser.parse_args()
     if args.slow + args.failing > ENDPOINTS:
         parser.error(f"at most {ENDPOINTS} slow + failing endpoints")
@@ -196,11 +316,22 @@ def main() -> None:
         results = [asyncio.run(run_concurrent(endpoints, args.events, args.rate, policy, args.timeout))]
         if not args.skip_sequential:
             results.append(run_sequential(endpoints, args.events, args.rate, policy, args.timeout))
+        service: list[Result] = []
+        if not args.skip_service:
+            worker = _start_service_worker(args.worker_threads)
+            data_dirs: list[str] = []
+            try:
+                for mode in ("dispatcher", "per-delivery"):
+                    service.append(run_service(endpoints, args.events, args.rate, args.timeout, mode, data_dirs))
+            finally:
+                worker.stop()
+                for data_dir in data_dirs:
+                    shutil.rmtree(data_dir, ignore_errors=True)
         print(
             f"{'sender':<20} {'deliveries/s':>12} {'lag p50':>10} {'lag p95':>10} "
             f"{'healthy p50':>12} {'healthy p95':>12} {'wall':>10}  outcomes"
         )
-        for result in results:
+        for result in results + service:
             print(result.row())
         if len(results) == 2:
             fast, slow = results
@@ -208,6 +339,14 @@ def main() -> None:
             print(
                 f"concurrent vs sequential: {fast.rate / slow.rate:.1f}x the deliveries/s, "
                 f"healthy-endpoint lag p95 {lag_ratio:.0f}x lower"
+            )
+        if len(service) == 2:
+            new, old = service
+            lag_ratio = percentile(old.healthy_lags, 0.95) / percentile(new.healthy_lags, 0.95)
+            print(
+                f"service, dispatcher vs one task per delivery ({args.worker_threads} worker threads): "
+                f"{new.rate / old.rate:.1f}x the deliveries/s, healthy-endpoint lag p95 {lag_ratio:.1f}x lower; "
+                f"dispatcher vs the bare concurrent sender: {new.rate / results[0].rate:.2f}x the deliveries/s"
             )
     finally:
         proc.terminate()

@@ -36,6 +36,8 @@ class WorkKind:
     model: Any
     task: str
     queue: str = "default"
+    # The task takes no row id and serves every due row (a dispatcher): the sweeper sends it once, not once per row.
+    batched: bool = False
 
 
 class Lease:
@@ -149,3 +151,19 @@ def due_ids(session: Session, model: Any, limit: int = 500) -> list[str]:
         .limit(limit)
     )
     return list(session.exec(stmt))
+
+
+def release(model: Any, row_id: str, owner: str) -> bool:
+    """Give a lease back after work done outside ``leased`` (long runs that commit as they go)."""
+    with session_scope() as s:
+        res = s.execute(
+            sa.update(model)
+            .where(model.id == row_id, model.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=None, attempts=0, last_error=None)
+        )
+        return res.rowcount == 1
+
+
+def back_off(model: Any, row_id: str, owner: str, exc: Exception) -> None:
+    """Release after a failed step with a growing delay (what ``leased`` does on error)."""
+    _release_after_error(model, row_id, owner, exc)

@@ -4,6 +4,7 @@ here and one thin task in ``worker.tasks``."""
 from __future__ import annotations
 
 from service.datasets.models import Dataset
+from service.evaluations.models import Evaluation
 from service.events.models import Event
 from service.jobs.models import Job
 from service.webhooks.models import Delivery
@@ -12,6 +13,7 @@ from service.work import WorkKind
 WORK_KINDS: tuple[WorkKind, ...] = (
     WorkKind("dataset", Dataset, "datasets.validate"),
     WorkKind("job", Job, "jobs.advance"),
+    WorkKind("evaluation", Evaluation, "evaluations.run"),
     WorkKind("event", Event, "events.fanout"),
-    WorkKind("delivery", Delivery, "webhooks.deliver", queue="webhooks"),
+    WorkKind("delivery", Delivery, "webhooks.dispatch", queue="webhooks", batched=True),
 )

@@ -14,7 +14,7 @@ from pathlib import Path
 from service import queue
 from service.db import session_scope
 from service.settings import get_settings
-from service.work import due_ids
+from service.work import WorkKind, due_ids
 from service.workkinds import WORK_KINDS
 
 log = logging.getLogger(__name__)
@@ -28,19 +28,29 @@ class Sweeper:
         # When we last sent each row: a due row waiting in the queue is not sent again until requeue_after_s passed.
         self._sent: dict[tuple[str, str], float] = {}
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def sweep_once(self) -> int:
         now = time.monotonic()
         sent = 0
         with session_scope() as session:
             due = [(kind, row_id) for kind in WORK_KINDS for row_id in due_ids(session, kind.model)]
+        batches: dict[WorkKind, list[tuple[str, str]]] = {}
         for kind, row_id in due:
             key = (kind.name, row_id)
             last = self._sent.get(key)
             if last is not None and now - last < self.requeue_after_s:
                 continue
-            if queue.enqueue(kind.task, row_id, queue=kind.queue):
+            if kind.batched:
+                batches.setdefault(kind, []).append(key)
+            elif queue.enqueue(kind.task, row_id, queue=kind.queue):
                 self._sent[key] = now
+                sent += 1
+        # One wake-up serves every newly due (or long-waiting) row of a batched kind: a backlog of thousands of
+        # deliveries is one message, and rows already announced are not announced again before requeue_after_s.
+        for kind, keys in batches.items():
+            if queue.enqueue(kind.task, queue=kind.queue):
+                self._sent.update(dict.fromkeys(keys, now))
                 sent += 1
         # Forget rows not due any more so the map stays small.
         due_keys = {(k.name, r) for k, r in due}
@@ -60,11 +70,15 @@ class Sweeper:
             except Exception:
                 log.exception("sweep failed; trying again")
             self._stop.wait(self.interval_s)
+        log.info("sweeper stopped")
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the sweep in progress (a sweep only reads rows and sends messages: safe to cut short too)."""
         self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     def start_thread(self) -> threading.Thread:
-        t = threading.Thread(target=self.run, name="sweeper", daemon=True)
+        t = self._thread = threading.Thread(target=self.run, name="sweeper", daemon=True)
         t.start()
         return t

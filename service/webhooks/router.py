@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
 from sqlmodel import select
 
 from api_schemas.common import Deleted, Page, problem_responses
@@ -13,11 +14,12 @@ from api_schemas.webhooks import (
     WebhookEndpointWithSecret,
 )
 from service import queue
+from service.api.creating import respond_created
 from service.api.deps import CallerDep, IdempotencyKey, SessionDep, SettingsDep
 from service.api.pagination import PageParams, page_params, paginate, select_for_project
 from service.events.models import Event
-from service.idempotency.service import fingerprint, run_idempotent
-from service.webhooks import service
+from service.idempotency.service import fingerprint
+from service.webhooks import dispatch, service
 from service.webhooks.models import Delivery, DeliveryAttempt, WebhookEndpoint
 
 router = APIRouter(tags=["webhooks"])
@@ -51,20 +53,19 @@ def create_endpoint(
     session: SessionDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
-) -> WebhookEndpointWithSecret:
+) -> JSONResponse:
     def create() -> tuple[int, dict]:
         ep, secret = service.create_endpoint(session, settings, caller.project_id, body)
         return 201, WebhookEndpointWithSecret(**endpoint_out(ep).model_dump(), secret=secret).model_dump(mode="json")
 
-    _, out, _ = run_idempotent(
+    return respond_created(
         session,
-        project_id=caller.project_id,
-        key=idempotency_key,
+        caller,
+        idempotency_key=idempotency_key,
         route="POST /v1/webhook-endpoints",
         request_fingerprint=fingerprint(body.model_dump(mode="json")),
         create=create,
     )
-    return WebhookEndpointWithSecret.model_validate(out)
 
 
 @router.get("/webhook-endpoints", response_model=Page[WebhookEndpointOut], responses=problem_responses(401))
@@ -118,10 +119,10 @@ def rotate_secret(
     responses=problem_responses(401, 404),
     summary="Send a ping event",
 )
-def test_endpoint(endpoint_id: str, caller: CallerDep, session: SessionDep) -> RedeliverOut:
+def test_endpoint(endpoint_id: str, caller: CallerDep, session: SessionDep, settings: SettingsDep) -> RedeliverOut:
     d = service.send_test(session, caller.project_id, endpoint_id)
     session.commit()
-    queue.enqueue("webhooks.deliver", d.id, queue="webhooks")
+    dispatch.wake(settings)
     return RedeliverOut(event_id=d.event_id, deliveries=[d.id])
 
 
@@ -184,12 +185,13 @@ def redeliver(
     event_id: str,
     caller: CallerDep,
     session: SessionDep,
+    settings: SettingsDep,
     endpoint_id: str | None = Query(None, description="Only to this endpoint."),
 ) -> RedeliverOut:
     deliveries = service.redeliver(session, caller.project_id, event_id, endpoint_id)
     session.commit()
-    for d in deliveries:
-        queue.enqueue("webhooks.deliver", d.id, queue="webhooks")
-    if not deliveries:
+    if deliveries:
+        dispatch.wake(settings)
+    else:
         queue.enqueue("events.fanout", event_id)
     return RedeliverOut(event_id=event_id, deliveries=[d.id for d in deliveries])

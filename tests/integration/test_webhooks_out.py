@@ -150,3 +150,59 @@ def test_other_projects_cannot_see_endpoints(client, project, other_project, loc
         kwargs = {"json": {}} if method == "patch" else {}
         r = getattr(client, method)(path, headers=other_project["headers"], **kwargs)
         assert r.status_code == 404, (method, path, r.status_code)
+
+
+class HangingReceiver(Receiver):
+    """Answers only once released, like a receiver stuck until our client gives up; counts requests in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.in_flight = self.max_in_flight = 0
+        self.lock = threading.Lock()
+        receiver = self
+        handler = self.server.RequestHandlerClass
+
+        class Hanging(handler):  # type: ignore[misc, valid-type]
+            def do_POST(self) -> None:
+                with receiver.lock:
+                    receiver.in_flight += 1
+                    receiver.max_in_flight = max(receiver.max_in_flight, receiver.in_flight)
+                receiver.release.wait(120)
+                with receiver.lock:
+                    receiver.in_flight -= 1
+                super().do_POST()
+
+        self.server.RequestHandlerClass = Hanging
+
+    def close(self) -> None:
+        self.release.set()
+        super().close()
+
+
+def test_a_hanging_endpoint_does_not_hold_up_the_others(hook_client, project, receiver):
+    """More deliveries to a hanging endpoint than the worker has threads: the other endpoint is still served."""
+    h = project["headers"]
+    hanging = HangingReceiver()
+    try:
+        slow = hook_client.post("/v1/webhook-endpoints", json={"url": hanging.url}, headers=h).json()
+        fast = hook_client.post("/v1/webhook-endpoints", json={"url": receiver.url}, headers=h).json()
+        slow_pings = [hook_client.post(f"/v1/webhook-endpoints/{slow['id']}/test", headers=h) for _ in range(8)]
+        fast_pings = [hook_client.post(f"/v1/webhook-endpoints/{fast['id']}/test", headers=h) for _ in range(3)]
+        assert {r.status_code for r in slow_pings + fast_pings} == {202}
+
+        wait_for(lambda: len(receiver.requests) == 3)
+        # Delivered while the hanging endpoint has not answered once (no attempt ended, not even by the client
+        # timeout) and holds at most its two slots.
+        assert hook_client.get(f"/v1/webhook-endpoints/{slow['id']}/deliveries", headers=h).json()["data"] == []
+        assert 1 <= hanging.max_in_flight <= 2
+        fast_log = hook_client.get(f"/v1/webhook-endpoints/{fast['id']}/deliveries", headers=h).json()["data"]
+        assert [a["status_code"] for a in fast_log] == [200, 200, 200]
+
+        hanging.release.set()
+        wait_for(lambda: len(hanging.requests) == 8)
+        ids = {headers["webhook-id"] for headers, _ in hanging.requests}
+        assert ids == {r.json()["event_id"] for r in slow_pings}  # each once, none lost
+        assert hanging.max_in_flight <= 2
+    finally:
+        hanging.close()

@@ -31,6 +31,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    query: str = ""
 
 
 @dataclass
@@ -64,7 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         with state.lock:
-            state.requests.append(Received(url.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            state.requests.append(Received(url.path, {k.lower(): v for k, v in self.headers.items()}, body, url.query))
             state.in_flight += 1
             state.max_in_flight = max(state.max_in_flight, state.in_flight)
         try:
