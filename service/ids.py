@@ -18,6 +18,7 @@ PREFIXES = {
     "job": "job",
     "job_event": "jevt",
     "evaluation": "eval",
+    "evaluation_sample": "evs",
     "event": "evt",
     "webhook_endpoint": "whep",
     "delivery": "dlv",

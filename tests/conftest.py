@@ -109,14 +109,27 @@ def other_project(settings):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def _embedded_worker():  # type: ignore[no-untyped-def]
-    from worker.embedded import EmbeddedWorker
+    from worker.embedded import embedded_workers
 
     # More threads than `finetune serve` uses: a task of an earlier test may still sit in a provider call that only a
-    # timeout ends, and it must not delay the next test's tasks.
-    w = EmbeddedWorker(concurrency=6)
-    w.start()
-    yield w
-    w.stop()
+    # timeout ends, and it must not delay the next test's tasks. Like serve, the train queue has one thread of its own.
+    main, train = embedded_workers(6)
+    main.start()
+    train.start()
+    yield main
+    main.stop()
+    train.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_unless_asked(request, monkeypatch):  # type: ignore[no-untyped-def]
+    """The in-process worker lives for the whole session, so a message sent by a test that did not ask for a worker
+    would still be picked up and race the test's own calls. Such tests send nothing (a test can still capture sends
+    by patching ``queue.enqueue`` itself)."""
+    if "worker" not in request.fixturenames:
+        from service import queue
+
+        monkeypatch.setattr(queue, "enqueue", lambda *args, **kwargs: True)
 
 
 @pytest.fixture

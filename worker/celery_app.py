@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from celery import Celery
+import os
+import threading
+import time
+from typing import Any
 
+from celery import Celery, signals
+
+from service import metrics
 from service.settings import get_settings
 
 QUEUES = ("default", "webhooks", "train")
@@ -36,3 +42,43 @@ def make_app() -> Celery:
 
 
 app = make_app()
+
+
+# Task metrics (service.metrics). Signals are process-wide, so they count the tasks of every app in this process
+# (``finetune serve`` runs two). Start times are kept per task id: with the threads pool several run at once.
+_started: dict[str, float] = {}
+_started_lock = threading.Lock()
+_FINAL_STATES = {"SUCCESS": "succeeded", "FAILURE": "failed", "RETRY": "retried", "REJECTED": "rejected"}
+
+
+@signals.task_prerun.connect
+def _task_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    with _started_lock:
+        _started[task_id or ""] = time.perf_counter()
+    metrics.task_started(getattr(task, "name", "unknown"))
+
+
+@signals.task_postrun.connect
+def _task_postrun(task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
+    with _started_lock:
+        started = _started.pop(task_id or "", None)
+    seconds = time.perf_counter() - started if started is not None else None
+    metrics.task_finished(
+        getattr(task, "name", "unknown"), _FINAL_STATES.get(state or "", (state or "unknown").lower()), seconds
+    )
+
+
+@signals.task_revoked.connect
+def _task_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
+    # A revoked task that never started has no postrun; one terminated while running gets no postrun either.
+    task_id = getattr(request, "id", None) or ""
+    with _started_lock:
+        started = _started.pop(task_id, None)
+    seconds = time.perf_counter() - started if started is not None else None
+    metrics.task_finished(getattr(sender, "name", None) or "unknown", "revoked", seconds)
+
+
+@signals.worker_process_shutdown.connect
+def _child_exit(**_: Any) -> None:
+    # Prefork child gone: its live gauges must not count any more (multiprocess mode only).
+    metrics.mark_process_dead(os.getpid())

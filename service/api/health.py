@@ -1,11 +1,16 @@
+"""Health checks (never rate limited) and the Prometheus scrape endpoint."""
+
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Header
+from fastapi.responses import JSONResponse, Response
 
-from service.api.deps import SettingsDep
+from api_schemas.common import problem_responses
+from service import metrics as metrics_mod
+from service.api.deps import SettingsDep, admin_dep
 from service.db import ping
 from service.queue import producer
 
@@ -38,3 +43,22 @@ def readyz(settings: SettingsDep) -> JSONResponse:
     return JSONResponse(
         {"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503
     )
+
+
+@router.get(
+    "/metrics",
+    tags=["operations"],
+    summary="Prometheus metrics (admin key unless FINETUNE_METRICS_PUBLIC)",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"},
+        **problem_responses(401, 403),
+    },
+)
+def metrics(
+    settings: SettingsDep, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
+) -> Response:
+    if not settings.metrics_public:
+        admin_dep(settings, authorization)
+    body, content_type = metrics_mod.render(settings)
+    return Response(body, media_type=content_type)

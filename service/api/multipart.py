@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
@@ -98,9 +99,12 @@ async def parse_upload(request: Request, settings: Settings, file_field: str = "
         },
     )
     try:
-        async for chunk in request.stream():
-            parser.write(chunk)
-        parser.finalize()
+        try:
+            async for chunk in request.stream():
+                parser.write(chunk)
+            parser.finalize()
+        except MultipartParseError as exc:
+            raise InvalidInput(f"the multipart body is malformed: {exc}", code="multipart_invalid") from exc
     except BaseException:
         stager = state.get("stager")
         if stager is not None:

@@ -21,7 +21,9 @@ class PageParams(BaseModel):
 
 def page_params(
     limit: int = Query(20, ge=1, le=100, description="Page size."),
-    after: str | None = Query(None, max_length=100, description="Cursor: `next_cursor` of the previous page."),
+    after: str | None = Query(
+        None, max_length=100, pattern=r"^[A-Za-z0-9_]+$", description="Cursor: `next_cursor` of the previous page."
+    ),
 ) -> PageParams:
     return PageParams(limit=limit, after=after)
 

@@ -6,6 +6,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import sqlalchemy.exc as sa_exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -72,6 +73,18 @@ def install(app: FastAPI) -> None:
             exc.status_code, "http_error"
         )
         return problem(exc.status_code, code, str(exc.detail), request)
+
+    @app.exception_handler(sa_exc.DataError)
+    async def _unstorable(request: Request, exc: sa_exc.DataError) -> JSONResponse:
+        # The database refused a value the schema let through (PostgreSQL: a NUL character in text or JSON, a
+        # string longer than its column). That is the client's input, not our failure.
+        log.info("database refused a value: %s", str(exc.orig).splitlines()[0] if exc.orig else exc)
+        return problem(
+            422,
+            "unstorable_value",
+            "A value in the request cannot be stored or compared (e.g. it contains a NUL character).",
+            request,
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

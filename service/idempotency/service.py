@@ -25,6 +25,28 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+_PURPOSE = "idempotency-response"
+
+
+def _seal(project_id: str, key: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Stored answers are encrypted: some carry a secret shown once (a webhook endpoint's signing secret)."""
+    from service.secrets import encrypt_secret
+    from service.settings import get_settings
+
+    plain = json.dumps(body, separators=(",", ":"))
+    return {"sealed": encrypt_secret(get_settings(), plain, purpose=_PURPOSE, context=f"{project_id}/{key}")}
+
+
+def _unseal(record: IdempotencyRecord) -> dict[str, Any]:
+    if set(record.response) != {"sealed"}:
+        return record.response  # stored before answers were sealed
+    from service.secrets import decrypt_secret
+    from service.settings import get_settings
+
+    context = f"{record.project_id}/{record.key}"
+    return json.loads(decrypt_secret(get_settings(), record.response["sealed"], purpose=_PURPOSE, context=context))
+
+
 def run_idempotent(
     session: Session,
     *,
@@ -44,7 +66,7 @@ def run_idempotent(
             raise Conflict(
                 "this Idempotency-Key was already used with a different request", code="idempotency_key_reused"
             )
-        return existing.status_code, existing.response, True
+        return existing.status_code, _unseal(existing), True
     if existing is not None:
         session.delete(existing)
         session.flush()
@@ -56,7 +78,7 @@ def run_idempotent(
             route=route,
             fingerprint=request_fingerprint,
             status_code=status,
-            response=body,
+            response=_seal(project_id, key, body),
         )
     )
     try:

@@ -35,3 +35,18 @@ def test_migrations_match_models(settings):
     with get_engine(settings).connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": False}), metadata)
     assert diff == [], diff
+
+
+def test_error_responses_are_documented_as_problems():
+    """Request validation answers a problem, not FastAPI's HTTPValidationError; the description must say so, and every
+    operation but health documents the rate limit's 429."""
+    spec = json.loads(__import__("service.api.openapi", fromlist=["render"]).render())
+    for path, ops in spec["paths"].items():
+        if path in ("/healthz", "/readyz"):
+            continue  # readiness answers its checks, not a problem
+        for method, op in ops.items():
+            assert "429" in op["responses"], f"{method.upper()} {path}"
+            for code, response in op["responses"].items():
+                if code.startswith(("4", "5")):
+                    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+                    assert schema.get("$ref") == "#/components/schemas/Problem", f"{method.upper()} {path} {code}"

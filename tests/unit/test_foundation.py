@@ -141,3 +141,36 @@ def test_identical_upload_returns_existing_dataset(client, project, chat_jsonl):
     b = _upload(client, project["headers"], chat_jsonl, name="again.jsonl")
     assert a.status_code == 201 and b.status_code == 200
     assert a.json()["id"] == b.json()["id"]
+
+
+def test_idempotent_answers_are_stored_sealed(client, project, settings):
+    """A webhook endpoint's secret is shown once; its replayable answer must not sit in the database in clear."""
+    from sqlmodel import select
+
+    from service.db import session_scope
+    from service.idempotency.models import IdempotencyRecord
+
+    headers = {**project["headers"], "Idempotency-Key": "whep-1"}
+    body = {"url": "https://hooks.example.com/x"}
+    first = client.post("/v1/webhook-endpoints", json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    secret = first.json()["secret"]
+    again = client.post("/v1/webhook-endpoints", json=body, headers=headers)
+    assert again.json() == first.json()
+    with session_scope(settings) as s:
+        stored = s.exec(select(IdempotencyRecord)).all()
+    assert stored and all(secret not in str(r.response) for r in stored)
+
+
+def test_nul_characters_are_client_errors_not_500s(client, project, chat_jsonl):
+    """PostgreSQL refuses NUL in text and JSON; such input is the client's problem on every database."""
+    h = project["headers"]
+    assert client.get("/v1/jobs", params={"after": "job_\x00x"}, headers=h).status_code == 422
+    r = client.get("/v1/jobs", params={"provider": "open\x00ai"}, headers=h)
+    assert r.status_code in (200, 422), r.text  # SQLite compares it; PostgreSQL refuses it
+    ds = client.post("/v1/datasets", files={"file": ("t.jsonl", chat_jsonl)}, headers=h).json()
+    body = {"training_dataset_id": ds["id"], "provider": "openai", "model": "gpt-4.1-mini-2025-04-14"}
+    r = client.post("/v1/jobs", json=body | {"metadata": {"team": "a\x00b"}}, headers=h)
+    assert r.status_code in (201, 422), r.text
+    if r.status_code == 422:
+        assert r.json()["code"] == "unstorable_value"

@@ -1,0 +1,163 @@
+"""Another project's objects are 404 for every route.
+
+The routes are read from the app, so a new route with a path parameter is checked as soon as it exists, and fails here
+until this file knows how to make an object for its parameter (``MAKERS``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from ops_support import flat_routes, minimal
+
+PARAM = re.compile(r"{(\w+)(?::\w+)?}")
+
+# Path parameters that are not objects of a project, with the value to use: what they name is the same for every
+# project, or is looked up inside the object of another parameter (which is what decides the 404).
+FIXED_VALUES = {
+    "provider": "openai",  # PUT /v1/providers/{provider}/credentials stores the caller's own credentials
+    "name": "result.csv",  # a file of the job named beside it
+}
+# Routes that do not authenticate with API keys at all: a project key is neither needed nor used there.
+NOT_API_KEY_ROUTES = {
+    "project_id": "provider webhooks carry the provider's signature (checked with a per-project secret) instead",
+}
+
+
+class World:
+    """Objects of project A, made once per test, looked up by path parameter name."""
+
+    def __init__(self, client: Any, settings: Any, owner: dict[str, Any], chat_jsonl: bytes) -> None:
+        self.client, self.settings, self.owner, self.chat_jsonl = client, settings, owner, chat_jsonl
+        self.made: dict[str, str] = {}
+
+    def get(self, param: str) -> str:
+        if param not in self.made:
+            self.made[param] = MAKERS[param](self)
+        return self.made[param]
+
+    def session(self) -> Any:
+        from service.db import session_scope
+
+        return session_scope(self.settings)
+
+
+def make_dataset(w: World) -> str:
+    r = w.client.post("/v1/datasets", files={"file": ("train.jsonl", w.chat_jsonl)}, headers=w.owner["headers"])
+    assert r.status_code in (200, 201), r.text
+    return r.json()["id"]
+
+
+def make_job(w: World) -> str:
+    from service.jobs.models import Job
+
+    dataset_id = w.get("dataset_id")
+    with w.session() as s:
+        job = Job(
+            project_id=w.owner["id"],
+            provider="openai",
+            base_model="gpt-4.1-mini-2025-04-14",
+            method={"type": "supervised"},
+            training_dataset_id=dataset_id,
+            status="running",
+        )
+        s.add(job)
+        s.flush()
+        return job.id
+
+
+def make_evaluation(w: World) -> str:
+    body = {
+        "dataset_id": w.get("dataset_id"),
+        "candidates": [{"name": "remote", "kind": "endpoint", "base_url": "https://example.com/v1", "model": "m"}],
+    }
+    r = w.client.post("/v1/evaluations", json=body, headers=w.owner["headers"])
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def make_event(w: World) -> str:
+    from service.events.service import record
+
+    with w.session() as s:
+        return record(s, w.owner["id"], "ping", {"object": "ping"}).id
+
+
+def make_endpoint(w: World) -> str:
+    r = w.client.post("/v1/webhook-endpoints", json={"url": "https://example.com/hook"}, headers=w.owner["headers"])
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def make_api_key(w: World) -> str:
+    r = w.client.post("/v1/project/api-keys", json={"name": "second"}, headers=w.owner["headers"])
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+MAKERS: dict[str, Callable[[World], str]] = {
+    "dataset_id": make_dataset,
+    "job_id": make_job,
+    "evaluation_id": make_evaluation,
+    "event_id": make_event,
+    "endpoint_id": make_endpoint,
+    "key_id": make_api_key,
+}
+
+
+def _operation(spec: dict[str, Any], path: str, method: str) -> dict[str, Any] | None:
+    return spec["paths"].get(path, {}).get(method.lower())
+
+
+def _request_parts(spec: dict[str, Any], op: dict[str, Any] | None) -> dict[str, Any]:
+    """Required query parameters and a minimal JSON body, so request validation passes and the lookup decides."""
+    if op is None:
+        return {}
+    parts: dict[str, Any] = {}
+    query = {
+        p["name"]: minimal(spec, p.get("schema", {}))
+        for p in op.get("parameters", [])
+        if p.get("in") == "query" and p.get("required")
+    }
+    if query:
+        parts["params"] = query
+    content = op.get("requestBody", {}).get("content", {})
+    if "application/json" in content:
+        parts["json"] = minimal(spec, content["application/json"].get("schema", {}))
+    return parts
+
+
+def test_other_projects_objects_are_404_on_every_route(client, settings, project, other_project, chat_jsonl):
+    spec = client.app.openapi()
+    world = World(client, settings, project, chat_jsonl)
+    checked, uncovered = [], []
+    for route in flat_routes(client.app.routes):
+        path = getattr(route, "path_format", None) or getattr(route, "path", "")
+        params = PARAM.findall(path)
+        if not params or all(p in FIXED_VALUES for p in params) or any(p in NOT_API_KEY_ROUTES for p in params):
+            continue
+        missing = [p for p in params if p not in MAKERS and p not in FIXED_VALUES]
+        if missing:
+            uncovered.append(f"{sorted(route.methods)} {path}: {missing}")
+            continue
+        url = path
+        for p in params:
+            value = FIXED_VALUES[p] if p in FIXED_VALUES else world.get(p)
+            url = re.sub(r"{" + p + r"(?::\w+)?}", value, url)
+        for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
+            parts = _request_parts(spec, _operation(spec, path, method))
+            r = client.request(method, url, headers=other_project["headers"], **parts)
+            assert r.status_code == 404, f"{method} {path} as another project: {r.status_code} {r.text}"
+            assert r.headers["content-type"].startswith("application/problem+json"), (method, path)
+            if method == "GET" and not any(p in FIXED_VALUES for p in params):
+                # The object is there for its owner: the 404 above is the project boundary, not a missing object.
+                owner = client.get(url, headers=project["headers"], params=parts.get("params"))
+                assert owner.status_code == 200, f"GET {path} as the owner: {owner.status_code} {owner.text}"
+            checked.append(f"{method} {path}")
+    assert not uncovered, (
+        "routes with path parameters this test cannot make objects for (add to MAKERS):\n" + "\n".join(uncovered)
+    )
+    # Sanity: the walk found the routes (a broken walk would pass with nothing checked).
+    assert len(checked) >= 15, checked
