@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from api_schemas.evaluations import JobEvaluationRequest
+
 
 class JobStatus(StrEnum):
     created = "created"
@@ -43,6 +45,11 @@ class JobCreate(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=2147483647)
     metadata: dict[str, str] = Field(default_factory=dict)
     max_cost_usd: Decimal | None = Field(default=None, gt=0, description="Refuse the job if the estimate is above.")
+    evaluation: JobEvaluationRequest | None = Field(
+        default=None,
+        description="Evaluate the fine-tuned model against its base model when the job succeeds "
+        "(the evaluation's id appears as evaluation_id).",
+    )
 
     @field_validator("metadata")
     @classmethod
@@ -116,6 +123,25 @@ class CheckpointOut(BaseModel):
     model: str | None = None
     metrics: dict[str, Any]
     created_at: datetime
+
+
+class JobMetricsSteps(BaseModel):
+    events: int = Field(description="Steps that had a metrics event.")
+    result_file: int = Field(description="Steps in the provider's result file (0 until the job succeeded).")
+
+
+class JobMetricsOut(BaseModel):
+    """The training curve. While the job runs it comes from the provider's metrics events (which may skip steps);
+    once it succeeded, the provider's result file completes it and wins where both have a value."""
+
+    object: str = "fine_tuning.job.metrics"
+    job_id: str
+    points: list[dict[str, Any]] = Field(
+        description="One per step, sorted: step, train_loss, train_mean_token_accuracy, valid_loss, "
+        "valid_mean_token_accuracy and any other numeric column the provider reports."
+    )
+    steps: JobMetricsSteps
+    complete: bool = Field(description="True once the result file has been merged.")
 
 
 class JobRerun(BaseModel):

@@ -8,20 +8,19 @@ the model's encoding is used (an upper bound, said so in a warning).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from service.clock import utcnow
 from service.datasets.models import Dataset
 from service.errors import InvalidInput
+from service.jobs.deprecation import OPENAI_LAST_JOB_DAY, SHUTDOWN_WARNING_DAYS
 from service.pricing import auto_epochs, load_price_table, model_info, quote_training
 from service.pricing.table import PriceTableError, UnknownModel
 from service.settings import get_settings
 
-# OpenAI accepts no new fine-tuning jobs after this day (see the reference notes).
-OPENAI_LAST_JOB_DAY = date(2027, 1, 6)
-SHUTDOWN_WARNING_DAYS = 90
+__all__ = ["OPENAI_LAST_JOB_DAY", "SHUTDOWN_WARNING_DAYS", "Preflight", "preflight"]
 
 
 @dataclass

@@ -7,7 +7,7 @@ from fastapi.responses import Response
 from sqlmodel import select
 
 from api_schemas.common import Page, problem_responses
-from api_schemas.jobs import CheckpointOut, JobCreate, JobEventOut, JobOut, JobRerun, JobStatus
+from api_schemas.jobs import CheckpointOut, JobCreate, JobEventOut, JobMetricsOut, JobOut, JobRerun, JobStatus
 from service import queue
 from service.api.creating import respond_created
 from service.api.deps import CallerDep, IdempotencyKey, SessionDep, SettingsDep
@@ -91,9 +91,14 @@ def list_checkpoints(
     return paginate(session, stmt, JobCheckpoint, page, checkpoint_out)
 
 
-@router.get("/{job_id}/metrics", responses=problem_responses(401, 404), summary="Loss and accuracy per step")
-def get_metrics(job_id: str, caller: CallerDep, session: SessionDep) -> dict[str, Any]:
-    return service.job_metrics(session, service.get_job(session, caller.project_id, job_id))
+@router.get(
+    "/{job_id}/metrics",
+    response_model=JobMetricsOut,
+    responses=problem_responses(401, 404),
+    summary="Loss and accuracy per step",
+)
+def get_metrics(job_id: str, caller: CallerDep, session: SessionDep) -> JobMetricsOut:
+    return JobMetricsOut(**service.job_metrics(session, service.get_job(session, caller.project_id, job_id)))
 
 
 @router.post(

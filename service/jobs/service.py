@@ -15,19 +15,21 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlmodel import Session, select
 
-from api_schemas.datasets import DatasetStatus
 from api_schemas.jobs import JobCreate, JobRerun, JobStatus
 from service.clock import utcnow
 from service.datasets.models import Dataset
+from service.datasets.service import get_ready_dataset
 from service.datasets.storage import blob_path
 from service.db import session_scope
 from service.errors import Conflict, InvalidInput, NotFound
 from service.events import service as events
-from service.jobs import states
+from service.jobs import metrics, states
+from service.jobs.crashpoints import crash_point
 from service.jobs.models import Job, JobCheckpoint, JobEvent
 from service.logs import job_id_var
+from service.metrics import record_provider_error
 from service.providers import registry
-from service.providers.base import JobSpec, ProviderError, ProviderJob, TrainingProvider
+from service.providers.base import HasResultFiles, JobSpec, ProviderError, ProviderJob, TrainingProvider
 from service.providers.models import ProviderFile
 from service.settings import Settings, get_settings
 from service.work import leased
@@ -41,7 +43,14 @@ AT_PROVIDER = {S.submitted, S.validating_files, S.queued, S.running, S.paused}
 # Polling ------------------------------------------------------------------------------------------------------------
 
 
-def poll_delay(status: S, estimated_finish: datetime | None, now: datetime, settings: Settings) -> float:
+# With provider webhooks on, the end of a job is pushed to us: polls while queued or training only bring progress
+# (events, metrics) and stand guard in case a webhook is lost, so they can be this much rarer.
+WEBHOOK_POLL_FACTOR = 4.0
+
+
+def poll_delay(
+    status: S, estimated_finish: datetime | None, now: datetime, settings: Settings, *, webhooks: bool = False
+) -> float:
     """How long to wait before asking the provider again: often while things change fast, rarely while training."""
     base = {S.submitted: 2.0, S.validating_files: 5.0, S.queued: 15.0, S.running: 30.0, S.paused: 120.0}.get(
         status, 30.0
@@ -50,23 +59,12 @@ def poll_delay(status: S, estimated_finish: datetime | None, now: datetime, sett
         remaining = (estimated_finish - now).total_seconds()
         # Poll about ten times over the remaining time, more often near the end.
         base = max(10.0, min(120.0, remaining / 10)) if remaining > 0 else 10.0
+    if webhooks and status in (S.queued, S.running):
+        base *= WEBHOOK_POLL_FACTOR
     return max(settings.poll_min_s, min(settings.poll_max_s, base * settings.poll_scale))
 
 
 # Creating -----------------------------------------------------------------------------------------------------------
-
-
-def _dataset(session: Session, project_id: str, dataset_id: str, role: str) -> Dataset:
-    ds = session.get(Dataset, dataset_id)
-    if ds is None or ds.project_id != project_id:
-        raise NotFound("dataset", dataset_id)
-    if ds.status != DatasetStatus.ready:
-        raise Conflict(
-            f"{role} dataset {dataset_id} is {ds.status}, not ready"
-            + ("; see GET /v1/datasets/{id}/report" if ds.status == DatasetStatus.invalid else ""),
-            code="dataset_not_ready",
-        )
-    return ds
 
 
 def create_job(session: Session, project_id: str, req: JobCreate, settings: Settings | None = None) -> Job:
@@ -86,9 +84,14 @@ def create_job(session: Session, project_id: str, req: JobCreate, settings: Sett
         raise InvalidInput(
             f"invalid hyperparameters for {provider_name}: {exc}", code="invalid_hyperparameters"
         ) from exc
-    train = _dataset(session, project_id, req.training_dataset_id, "training")
+    train = get_ready_dataset(session, project_id, req.training_dataset_id, "training")
     if req.validation_dataset_id:
-        _dataset(session, project_id, req.validation_dataset_id, "validation")
+        get_ready_dataset(session, project_id, req.validation_dataset_id, "validation")
+    evaluation_request = None
+    if req.evaluation is not None:
+        from service.evaluations.service import check_job_evaluation_request
+
+        evaluation_request = check_job_evaluation_request(session, project_id, req.evaluation, settings)
 
     from service.jobs.preflight import preflight
 
@@ -113,6 +116,7 @@ def create_job(session: Session, project_id: str, req: JobCreate, settings: Sett
         max_cost_usd=str(req.max_cost_usd) if req.max_cost_usd is not None else None,
         price_table_version=check.price_table_version,
         warnings=check.warnings,
+        evaluation_request=evaluation_request,
         next_run_at=utcnow(),
     )
     session.add(job)
@@ -221,6 +225,10 @@ def transition(session: Session, job: Job, new: S, reason: str) -> bool:
         job.next_run_at = None
         job.requested_action = None
     _record_transition(session, job, old, new, reason)
+    if new == S.succeeded and job.evaluation_request:
+        from service.evaluations.service import evaluation_for_job
+
+        evaluation_for_job(session, job)
     if new in states.EVENT_ON_ENTER:
         from service.jobs.views import job_out
 
@@ -246,16 +254,21 @@ def _step(job_id: str) -> bool:
         if got is None:
             return False
         session, job = got
+        before = S(job.status)
         try:
             provider = registry.build_provider(session, settings, job.project_id, job.provider)
             _run_step(session, job, provider, settings)
         except ProviderError as exc:
             _provider_failure(session, job, exc, settings)
         now = utcnow()
-        return job.next_run_at is not None and job.next_run_at <= now
+        again = job.next_run_at is not None and job.next_run_at <= now
+    if before == S.uploading and S(job.status) != S.uploading:
+        crash_point("create.committed")
+    return again
 
 
 def _provider_failure(session: Session, job: Job, exc: ProviderError, settings: Settings) -> None:
+    record_provider_error(job.provider, exc)
     now = utcnow()
     if exc.transient:
         errors = int((job.provider_data or {}).get("_consecutive_errors", 0)) + 1
@@ -292,64 +305,93 @@ def _run_step(session: Session, job: Job, provider: TrainingProvider, settings: 
     _follow(session, job, provider, settings)
 
 
-UPLOAD_CLAIM_TTL = timedelta(minutes=15)
+# An upload claim belongs to a step that holds its job's lease; a claim older than the lease plus the time the upload
+# could take at a slow 1 MiB/s belongs to a dead worker and is taken over.
+UPLOAD_MIN_BYTES_PER_S = 1024**2
 
 
-def _file_row(session: Session, provider: TrainingProvider, sha256: str, purpose: str) -> ProviderFile | None:
-    return session.exec(
-        select(ProviderFile).where(
-            ProviderFile.provider == provider.name,
-            ProviderFile.account == provider.account,
-            ProviderFile.sha256 == sha256,
-            ProviderFile.purpose == purpose,
-        )
-    ).first()
+def upload_claim_ttl(settings: Settings, size_bytes: int) -> timedelta:
+    return timedelta(seconds=settings.lease_s + size_bytes / UPLOAD_MIN_BYTES_PER_S)
 
 
-def _claim_upload(provider: TrainingProvider, sha256: str, purpose: str) -> tuple[bool, str | None]:
-    """Returns ``(ours, ready_file_id)``: the file is ready, or we now own the upload, or someone else does."""
+def _file_filter(provider: TrainingProvider, sha256: str, purpose: str) -> tuple[Any, ...]:
+    return (
+        ProviderFile.provider == provider.name,
+        ProviderFile.account == provider.account,
+        ProviderFile.sha256 == sha256,
+        ProviderFile.purpose == purpose,
+    )
+
+
+def _claim_upload(
+    provider: TrainingProvider, sha256: str, purpose: str, ttl: timedelta
+) -> tuple[datetime | None, str | None]:
+    """Returns ``(our_claim_time, ready_file_id)``: the file is ready, or we now own the upload (claimed at that time),
+    or someone else does (both None)."""
     now = utcnow()
     with session_scope() as s:
-        row = _file_row(s, provider, sha256, purpose)
+        row = s.exec(select(ProviderFile).where(*_file_filter(provider, sha256, purpose))).first()
         if row is None:
-            s.add(ProviderFile(provider=provider.name, account=provider.account, sha256=sha256, purpose=purpose))
+            s.add(
+                ProviderFile(
+                    provider=provider.name, account=provider.account, sha256=sha256, purpose=purpose, claimed_at=now
+                )
+            )
             try:
                 s.flush()
-                return True, None
+                return now, None
             except sa.exc.IntegrityError:
                 s.rollback()
-                return False, None
+                return None, None
         if row.status == "ready":
-            return False, row.provider_file_id
-        if row.claimed_at > now - UPLOAD_CLAIM_TTL:
-            return False, None
+            return None, row.provider_file_id
+        if row.claimed_at > now - ttl:
+            return None, None
         res = s.execute(
             sa.update(ProviderFile)
             .where(ProviderFile.id == row.id, ProviderFile.claimed_at == row.claimed_at)
             .values(claimed_at=now)
         )
-        return res.rowcount == 1, None
+        return (now if res.rowcount == 1 else None), None
+
+
+def _release_claim(provider: TrainingProvider, sha256: str, purpose: str, claimed_at: datetime) -> None:
+    """Give up our claim after a failed upload so the next attempt (ours or another job's) starts at once.
+
+    The failed call may still have created the file (an answer lost after the provider acted): the next claimant
+    looks it up by name before uploading, so releasing never leads to a second copy. A claim someone else has taken
+    over since (ours had expired) is left alone."""
+    with session_scope() as s:
+        s.execute(
+            sa.delete(ProviderFile).where(
+                *_file_filter(provider, sha256, purpose),
+                ProviderFile.status != "ready",
+                ProviderFile.claimed_at == claimed_at,
+            )
+        )
 
 
 def _ensure_file(provider: TrainingProvider, dataset: Dataset, settings: Settings) -> str | None:
     """The provider's id of this dataset's file, uploading it if needed; None while another worker uploads it."""
     purpose = "fine-tune"
-    ours, file_id = _claim_upload(provider, dataset.sha256, purpose)
-    if file_id is not None or not ours:
+    ttl = upload_claim_ttl(settings, dataset.size_bytes or 0)
+    claimed_at, file_id = _claim_upload(provider, dataset.sha256, purpose, ttl)
+    if file_id is not None or claimed_at is None:
         return file_id
-    # A previous owner may have uploaded and died before recording it: the provider knows the file by its hash name.
-    file_id = provider.find_file(sha256=dataset.sha256, purpose=purpose)
-    if file_id is None:
-        file_id = provider.upload_file(blob_path(settings, dataset.sha256), sha256=dataset.sha256, purpose=purpose)
+    crash_point("upload.claimed")
+    try:
+        # A previous owner may have uploaded and died before recording it: the provider knows the file by its hash.
+        file_id = provider.find_file(sha256=dataset.sha256, purpose=purpose)
+        if file_id is None:
+            file_id = provider.upload_file(blob_path(settings, dataset.sha256), sha256=dataset.sha256, purpose=purpose)
+    except ProviderError:
+        _release_claim(provider, dataset.sha256, purpose, claimed_at)
+        raise
+    crash_point("upload.sent")
     with session_scope() as s:
         s.execute(
             sa.update(ProviderFile)
-            .where(
-                ProviderFile.provider == provider.name,
-                ProviderFile.account == provider.account,
-                ProviderFile.sha256 == dataset.sha256,
-                ProviderFile.purpose == purpose,
-            )
+            .where(*_file_filter(provider, dataset.sha256, purpose))
             .values(provider_file_id=file_id, status="ready")
         )
     return file_id
@@ -373,6 +415,7 @@ def _upload_and_submit(session: Session, job: Job, provider: TrainingProvider, s
         # Another job is uploading the same file; look again shortly.
         job.next_run_at = utcnow() + timedelta(seconds=max(settings.poll_min_s, 2.0 * settings.poll_scale))
         return
+    crash_point("upload.recorded")
     # Reconcile before creating: a previous attempt may have created the job and died before recording it.
     pj = provider.find_job(job.id)
     if pj is None:
@@ -389,6 +432,7 @@ def _upload_and_submit(session: Session, job: Job, provider: TrainingProvider, s
                 metadata={k: str(v) for k, v in job.metadata_.items()},
             )
         )
+        crash_point("create.sent")
         reason = f"submitted to {provider.name} as {pj.id}"
     else:
         reason = f"found existing {provider.name} job {pj.id} (reconciled)"
@@ -485,7 +529,9 @@ def _apply_provider_state(
     if status in states.TERMINAL:
         job.next_run_at = None
         return
-    job.next_run_at = now + timedelta(seconds=poll_delay(status, pj.estimated_finish, now, settings))
+    webhooks = registry.webhooks_configured(session, settings, job.project_id, job.provider)
+    delay = poll_delay(status, pj.estimated_finish, now, settings, webhooks=webhooks)
+    job.next_run_at = now + timedelta(seconds=delay)
 
 
 def _finish(session: Session, job: Job, pj: ProviderJob, provider: TrainingProvider) -> None:
@@ -503,11 +549,65 @@ def _finish(session: Session, job: Job, pj: ProviderJob, provider: TrainingProvi
         except Exception:  # an unknown model has no price; the job still succeeded
             log.info("no training price for %s", job.base_model)
     _sync_checkpoints(session, job, provider)
+    if pj.status == S.succeeded:
+        _fetch_result_files(session, job, pj, provider)
 
 
-def apply_provider_webhook(session: Session, provider: str, provider_job_id: str) -> Job | None:
-    """A provider told us a job changed: make it due now; the worker fetches the truth."""
-    job = session.exec(select(Job).where(Job.provider == provider, Job.provider_job_id == provider_job_id)).first()
+def _fetch_result_files(session: Session, job: Job, pj: ProviderJob, provider: TrainingProvider) -> None:
+    """Keep the result files' per-step metrics: events may have gaps, the result file is the complete curve.
+
+    A result file we cannot get does not hold back the job's success (the model is there); it is noted on the job."""
+    if not pj.result_files or not isinstance(provider, HasResultFiles):
+        return
+    known = set(
+        session.exec(
+            select(JobEvent.provider_event_id).where(
+                JobEvent.job_id == job.id, JobEvent.type == metrics.RESULT_FILE_EVENT
+            )
+        )
+    )
+    if all(f"result_file:{f}" in known for f in pj.result_files):
+        return
+    try:
+        files = provider.result_metrics(pj)
+    except ProviderError as exc:
+        log.warning("result files of job %s unavailable: %s", job.id, exc.message)
+        session.add(
+            JobEvent(
+                job_id=job.id,
+                source="service",
+                type="message",
+                level="warning",
+                message=f"result file unavailable, metrics come from events only: {exc.message}",
+            )
+        )
+        return
+    for rf in files:
+        if f"result_file:{rf.file_id}" in known:
+            continue
+        session.add(
+            JobEvent(
+                job_id=job.id,
+                source="provider",
+                type=metrics.RESULT_FILE_EVENT,
+                message=f"result file {rf.file_id}: {len(rf.rows)} steps",
+                data=metrics.result_event_data(rf.file_id, rf.columns, rf.rows),
+                provider_event_id=f"result_file:{rf.file_id}",
+            )
+        )
+
+
+def apply_provider_webhook(
+    session: Session, provider: str, provider_job_id: str, *, project_id: str | None = None
+) -> Job | None:
+    """A provider told us a job changed: make it due now; the worker fetches the truth.
+
+    ``project_id``: the webhook was verified with that project's own secret, so it may only touch that project's jobs.
+    """
+    stmt = select(Job).where(Job.provider == provider, Job.provider_job_id == provider_job_id)
+    if project_id is not None:
+        stmt = stmt.where(Job.project_id == project_id)
+    job = session.exec(stmt).first()
     if job is None or S(job.status) in states.TERMINAL:
         return job
     job.next_run_at = utcnow()
@@ -516,13 +616,17 @@ def apply_provider_webhook(session: Session, provider: str, provider_job_id: str
 
 
 def job_metrics(session: Session, job: Job) -> dict[str, Any]:
-    """Loss and token accuracy per step, from the provider's metrics events."""
-    rows = session.exec(
-        select(JobEvent).where(JobEvent.job_id == job.id, JobEvent.type == "metrics").order_by(JobEvent.created_at)
+    """Loss and token accuracy per step: the provider's metrics events, completed by its result file when the job
+    succeeded (``complete`` says so)."""
+    rows = list(
+        session.exec(
+            select(JobEvent)
+            .where(JobEvent.job_id == job.id, JobEvent.type.in_(["metrics", metrics.RESULT_FILE_EVENT]))
+            .order_by(JobEvent.created_at)
+        )
     )
-    points: dict[int, dict[str, Any]] = {}
-    for ev in rows:
-        step = ev.data.get("step")
-        if isinstance(step, int):
-            points.setdefault(step, {"step": step}).update({k: v for k, v in ev.data.items() if k != "step"})
-    return {"job_id": job.id, "points": [points[k] for k in sorted(points)]}
+    points, counts = metrics.merge_points(
+        (ev.data for ev in rows if ev.type == "metrics"),
+        (ev.data for ev in rows if ev.type == metrics.RESULT_FILE_EVENT),
+    )
+    return {"job_id": job.id, "points": points, "steps": counts, "complete": counts["result_file"] > 0}

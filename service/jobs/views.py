@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 from api_schemas.jobs import CheckpointOut, JobError, JobEventOut, JobMethod, JobOut
+from service.clock import utcnow
+from service.jobs.deprecation import job_serving_warnings
+from service.jobs.metrics import RESULT_FILE_EVENT, result_event_summary
 from service.jobs.models import Job, JobCheckpoint, JobEvent
 
 
@@ -27,7 +30,8 @@ def job_out(job: Job) -> JobOut:
         max_cost_usd=job.max_cost_usd,
         price_table_version=job.price_table_version,
         error=JobError(**job.error) if job.error and job.error.get("message") else None,
-        warnings=job.warnings,
+        # Stored warnings are those of the moment the job was created; shutdown warnings depend on today.
+        warnings=[*job.warnings, *job_serving_warnings(job.fine_tuned_model, job.warnings, utcnow().date())],
         requested_action=job.requested_action,
         rerun_of_job_id=job.rerun_of_job_id,
         evaluation_id=job.evaluation_id,
@@ -47,7 +51,8 @@ def event_out(ev: JobEvent) -> JobEventOut:
         type=ev.type,
         level=ev.level,
         message=ev.message,
-        data=ev.data,
+        # A result file's rows are served by /metrics; the event says that it came and what it holds.
+        data=result_event_summary(ev.data) if ev.type == RESULT_FILE_EVENT else ev.data,
         created_at=ev.created_at,
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
@@ -66,6 +66,16 @@ class ProviderModel(BaseModel):
     owned_by: str | None = None
     shutdown_date: date | None = None
     fine_tunable: bool | None = None
+
+
+class ResultFile(BaseModel):
+    """A finished job's per-step metrics as the provider reports them in its result file (complete, unlike events).
+
+    ``rows`` hold one value per column (None where the cell was empty or not a number); ``step`` is always a column."""
+
+    file_id: str
+    columns: list[str]
+    rows: list[list[int | float | None]]
 
 
 class JobSpec(BaseModel):
@@ -125,3 +135,10 @@ class TrainingProvider(Protocol):
     def pause(self, provider_job_id: str) -> ProviderJob: ...
     def resume(self, provider_job_id: str) -> ProviderJob: ...
     def list_models(self) -> list[ProviderModel]: ...
+
+
+@runtime_checkable
+class HasResultFiles(Protocol):
+    """Optional: providers that publish a result file of per-step metrics when a job succeeds."""
+
+    def result_metrics(self, job: ProviderJob) -> list[ResultFile]: ...

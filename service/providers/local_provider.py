@@ -2,9 +2,10 @@
 
 A run lives in a folder (``data/local_runs/<job id>``): ``spec.json`` (what to train), ``status.json`` (written by the
 trainer, with a heartbeat), ``events.jsonl`` (step metrics, validation loss, checkpoints), ``cancel`` (a flag the
-trainer polls) and ``output/`` (checkpoints, the adapter). The job runner polls it like a remote provider; the training
-itself runs as the ``local.train`` task on the ``train`` queue, one per device. A trainer that dies leaves a stale
-heartbeat: the next poll sends the task again and training resumes from its last checkpoint.
+trainer polls), ``revived`` (when a dead trainer's task was last sent again), ``artifacts.json`` (checksums of the
+downloads) and ``output/`` (checkpoints, the adapter, the optional merged model). The job runner polls it like a
+remote provider; the training itself runs as the ``local.train`` task on the ``train`` queue, one per device. A trainer
+that dies leaves a stale heartbeat: the next poll sends the task again and training resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from service.providers.base import (
     ProviderJob,
     ProviderModel,
 )
+from service.providers.local.artifacts import Artifact, list_artifacts
 from service.providers.local.params import LocalTrainParams
 from service.settings import Settings
 
@@ -48,6 +50,23 @@ STATUS = {
 
 def runs_dir(settings: Settings) -> Path:
     return settings.data_dir / "local_runs"
+
+
+def run_dir(settings: Settings, job_id: str) -> Path:
+    return runs_dir(settings) / job_id
+
+
+def output_dir(settings: Settings, job_id: str) -> Path:
+    """Where the trainer writes: checkpoints/, adapter/, merged/ (see service.providers.local.trainer)."""
+    return run_dir(settings, job_id) / "output"
+
+
+def run_artifacts(settings: Settings, job_id: str) -> list[Artifact]:
+    """What the run produced so far, newest first: adapter, merged model, checkpoints (empty for an unknown run)."""
+    run = run_dir(settings, job_id)
+    if not run.is_dir():
+        return []
+    return list_artifacts(output_dir(settings, job_id), checksum_cache=run / "artifacts.json")
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -118,8 +137,15 @@ class LocalProvider:
 
     def _revive_if_dead(self, job_id: str, raw_status: str, status: dict[str, Any], spec: dict[str, Any]) -> None:
         now = time.time()
-        if raw_status == "running" and now - float(status.get("heartbeat", 0)) > STALE_AFTER_S:
+        revived = self._dir(job_id) / "revived"
+        # The last revival counts as a sign of life: while its message waits in the train queue (behind another
+        # training, say), polls must not pile more copies on top of it.
+        revived_at = revived.stat().st_mtime if revived.exists() else 0.0
+        if raw_status == "running" and now - max(float(status.get("heartbeat", 0)), revived_at) > STALE_AFTER_S:
+            revived.touch()
             self._enqueue(job_id)
+        elif raw_status == "queued" and now - float(status.get("heartbeat", 0)) <= STALE_AFTER_S:
+            return  # a trainer holds the run and waits for its device (the heartbeat says it is alive)
         elif raw_status == "queued" and now - float(spec.get("queued_at", now)) > REQUEUE_QUEUED_AFTER_S:
             spec["queued_at"] = now
             write_json(self._dir(job_id) / "spec.json", spec)
@@ -227,6 +253,9 @@ class LocalProvider:
 
     def resume(self, provider_job_id: str) -> ProviderJob:
         raise ProviderError("local jobs cannot be resumed", transient=False)
+
+    def list_artifacts(self, provider_job_id: str) -> list[Artifact]:
+        return run_artifacts(self.settings, provider_job_id)
 
     def list_models(self) -> list[ProviderModel]:
         from service.providers.local import DEFAULT_BASE_MODEL

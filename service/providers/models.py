@@ -13,7 +13,7 @@ class ProviderFile(SQLModel, table=True):
     """A dataset file uploaded to a provider account: uploaded once per content hash, account and purpose.
 
     The row is inserted (``uploading``) before the upload starts, so of several jobs wanting the same file only one
-    uploads; the others wait for ``ready``. A claim older than ``UPLOAD_CLAIM_TTL`` is taken over (its worker died)."""
+    uploads; the others wait for ``ready``. A claim older than ``upload_claim_ttl`` is taken over (its worker died)."""
 
     __tablename__ = "provider_files"
     __table_args__ = (

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import csv
 import hashlib
+import io
 import logging
+import math
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -12,6 +17,7 @@ import openai
 from pydantic import BaseModel, ConfigDict, Field
 
 from api_schemas.jobs import JobStatus
+from service.clock import from_unix
 from service.providers.base import (
     Capabilities,
     JobSpec,
@@ -20,6 +26,7 @@ from service.providers.base import (
     ProviderEvent,
     ProviderJob,
     ProviderModel,
+    ResultFile,
 )
 
 log = logging.getLogger(__name__)
@@ -60,15 +67,6 @@ class OpenAIHyperparameters(BaseModel):
         for name, value, ok, rule in checks:
             if value is not None and value != "auto" and not ok(value):
                 raise ValueError(f"{name} must be 'auto' or {rule}, got {value!r}")
-
-
-def _ts(value: Any) -> datetime | None:
-    if value in (None, 0, ""):
-        return None
-    try:
-        return datetime.fromtimestamp(int(value), UTC)
-    except (TypeError, ValueError, OverflowError):
-        return None
 
 
 def _error_from(exc: Exception) -> ProviderError:
@@ -174,8 +172,8 @@ class OpenAIProvider:
             fine_tuned_model=raw.get("fine_tuned_model"),
             trained_tokens=raw.get("trained_tokens"),
             error=error,
-            estimated_finish=_ts(raw.get("estimated_finish")),
-            finished_at=_ts(raw.get("finished_at")),
+            estimated_finish=from_unix(raw.get("estimated_finish")),
+            finished_at=from_unix(raw.get("finished_at")),
             hyperparameters=hp,
             result_files=list(raw.get("result_files") or []),
             metadata=raw.get("metadata") or {},
@@ -227,7 +225,7 @@ class OpenAIProvider:
                 collected.append(
                     ProviderEvent(
                         id=ev.id,
-                        created_at=_ts(raw.get("created_at")) or datetime.now(UTC),
+                        created_at=from_unix(raw.get("created_at")) or datetime.now(UTC),
                         level=raw.get("level") or "info",
                         type=raw.get("type") or "message",
                         message=raw.get("message") or "",
@@ -250,7 +248,7 @@ class OpenAIProvider:
                     step=int(raw.get("step_number") or 0),
                     model=raw.get("fine_tuned_model_checkpoint"),
                     metrics=raw.get("metrics") or {},
-                    created_at=_ts(raw.get("created_at")),
+                    created_at=from_unix(raw.get("created_at")),
                 )
             )
         return sorted(out, key=lambda c: c.step)
@@ -279,3 +277,81 @@ class OpenAIProvider:
 
     def download_file(self, file_id: str) -> bytes:
         return self._call(lambda: self._client.files.content(file_id).read())
+
+    def result_metrics(self, job: ProviderJob) -> list[ResultFile]:
+        """The job's result files (per-step metrics CSVs), downloaded and parsed; files that are not CSV are skipped."""
+        out = []
+        for file_id in job.result_files:
+            parsed = parse_result_csv(self.download_file(file_id))
+            if parsed is None:
+                log.warning("result file %s of %s is not a metrics CSV; skipped", file_id, job.id)
+                continue
+            columns, rows = parsed
+            out.append(ResultFile(file_id=file_id, columns=columns, rows=rows))
+        return out
+
+
+# Result files ---------------------------------------------------------------------------------------------------------
+
+# OpenAI's result CSV names token accuracy differently from its metrics events; we keep the events' names.
+RESULT_COLUMN_ALIASES = {
+    "train_accuracy": "train_mean_token_accuracy",
+    "valid_accuracy": "valid_mean_token_accuracy",
+    "validation_loss": "valid_loss",
+}
+
+
+def _decode_result(content: bytes) -> str | None:
+    """OpenAI serves result files base64-encoded; compatible servers may send the CSV itself."""
+    text = content.decode("utf-8-sig", errors="replace").strip()
+    if "," in text.split("\n", 1)[0]:
+        return text
+    try:
+        return base64.b64decode("".join(text.split()), validate=True).decode("utf-8-sig").strip()
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _number(value: str) -> int | float | None:
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def parse_result_csv(content: bytes) -> tuple[list[str], list[list[int | float | None]]] | None:
+    """``(columns, rows)`` of a per-step metrics CSV, column names normalised, or None when it is not one.
+
+    Lenient on purpose, since the columns have changed over the years: any column order, unknown numeric columns kept,
+    empty or non-numeric cells become None, rows without an integer step are dropped. Only a ``step`` column is needed.
+    """
+    text = _decode_result(content)
+    if not text:
+        return None
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header:
+        return None
+    columns = [RESULT_COLUMN_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in header]
+    if "step" not in columns:
+        return None
+    step_at = columns.index("step")
+    rows: list[list[int | float | None]] = []
+    for raw in reader:
+        if len(raw) <= step_at:
+            continue
+        values = [_number(v) for v in raw[: len(columns)]]
+        values += [None] * (len(columns) - len(values))
+        step = values[step_at]
+        if not isinstance(step, int) or step < 0:
+            continue
+        rows.append(values)
+    return columns, rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -87,15 +88,55 @@ def credential_for(session: Session, project_id: str, provider: str) -> Provider
     ).first()
 
 
+@dataclass(frozen=True)
+class CredentialSecrets:
+    """What a credentials row holds encrypted: the provider key, and optionally the secret that signs the provider's
+    webhooks to us (so each project can verify its own)."""
+
+    api_key: str
+    webhook_secret: str | None = None
+
+
+# Rows written before webhook secrets existed hold the bare key; newer rows a JSON object with this marker.
+_FORMAT = "finetune.credential.v2"
+
+
+def encode_credential(settings: Settings, secrets: CredentialSecrets) -> str:
+    from service.secrets import encrypt_secret
+
+    plain = json.dumps({"format": _FORMAT, "api_key": secrets.api_key, "webhook_secret": secrets.webhook_secret})
+    return encrypt_secret(settings, plain)
+
+
+def decode_credential(settings: Settings, cred: ProviderCredential) -> CredentialSecrets:
+    from service.secrets import decrypt_secret
+
+    plain = decrypt_secret(settings, cred.secret_ciphertext)
+    if plain.startswith("{"):
+        try:
+            data = json.loads(plain)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and data.get("format") == _FORMAT:
+            return CredentialSecrets(api_key=str(data["api_key"]), webhook_secret=data.get("webhook_secret") or None)
+    return CredentialSecrets(api_key=plain)
+
+
+def webhooks_configured(session: Session, settings: Settings, project_id: str, name: str) -> bool:
+    """Whether this provider's webhooks can reach and be verified by us for this project (so polling may relax)."""
+    if not entry(name).capabilities.webhooks:
+        return False
+    if name == "openai" and settings.openai_webhook_secret is not None:
+        return True
+    cred = credential_for(session, project_id, name)
+    return cred is not None and decode_credential(settings, cred).webhook_secret is not None
+
+
 def build_provider(session: Session, settings: Settings, project_id: str, name: str) -> TrainingProvider:
     e = entry(name)
     ok, reason = e.availability()
     if not ok:
         raise Unavailable(f"provider {name!r} is not available here: {reason}", code="provider_unavailable")
     cred = credential_for(session, project_id, name)
-    secret = None
-    if cred is not None:
-        from service.secrets import decrypt_secret
-
-        secret = decrypt_secret(settings, cred.secret_ciphertext)
+    secret = decode_credential(settings, cred).api_key if cred is not None else None
     return e.build(settings, cred, secret)

@@ -3,9 +3,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from api_schemas.common import problem_responses
+from api_schemas.common import Page, problem_responses
+from api_schemas.providers import ProviderModelOut
 from service.api.deps import CallerDep, SessionDep, SettingsDep
 from service.clock import utcnow
 from service.providers import registry
@@ -26,12 +27,35 @@ class ProviderOut(BaseModel):
 class CredentialIn(BaseModel):
     api_key: str = Field(min_length=1, max_length=500)
     base_url: str | None = Field(default=None, max_length=500, description="For OpenAI-compatible servers.")
+    webhook_secret: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The signing secret (whsec_...) of the provider's webhooks to "
+        "POST /v1/provider-webhooks/{provider}/{project_id}. Omitted: the stored one is kept; null: removed.",
+    )
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from service.webhooks.signing import WebhookSecretError, decode_secret
+
+        try:
+            decode_secret(v)
+        except WebhookSecretError as exc:
+            raise ValueError(str(exc)) from None
+        return v
 
 
 class CredentialOut(BaseModel):
     provider: str
     base_url: str | None
     hint: str
+    webhook_secret_set: bool = False
+    webhook_url_path: str | None = Field(
+        default=None, description="Where to point the provider's webhooks (under this server's base URL)."
+    )
     updated_at: Any
 
 
@@ -62,16 +86,40 @@ def list_providers(_: CallerDep) -> list[ProviderOut]:
 def put_credentials(
     provider: str, body: CredentialIn, caller: CallerDep, session: SessionDep, settings: SettingsDep
 ) -> CredentialOut:
-    from service.secrets import encrypt_secret
-
     registry.entry(provider)
     cred = registry.credential_for(session, caller.project_id, provider)
+    webhook_secret = body.webhook_secret
     if cred is None:
         cred = ProviderCredential(project_id=caller.project_id, provider=provider, secret_ciphertext="")
-    cred.secret_ciphertext = encrypt_secret(settings, body.api_key)
+    elif "webhook_secret" not in body.model_fields_set:
+        webhook_secret = registry.decode_credential(settings, cred).webhook_secret
+    cred.secret_ciphertext = registry.encode_credential(
+        settings, registry.CredentialSecrets(api_key=body.api_key, webhook_secret=webhook_secret)
+    )
     cred.base_url = body.base_url
     cred.hint = body.api_key[-4:] if len(body.api_key) >= 12 else ""
     cred.updated_at = utcnow()
     session.add(cred)
     session.flush()
-    return CredentialOut(provider=provider, base_url=cred.base_url, hint=cred.hint, updated_at=cred.updated_at)
+    return CredentialOut(
+        provider=provider,
+        base_url=cred.base_url,
+        hint=cred.hint,
+        webhook_secret_set=webhook_secret is not None,
+        webhook_url_path=f"/v1/provider-webhooks/{provider}/{caller.project_id}" if webhook_secret else None,
+        updated_at=cred.updated_at,
+    )
+
+
+@router.get(
+    "/{provider}/models",
+    response_model=Page[ProviderModelOut],
+    responses=problem_responses(401, 422, 503),
+    summary="Models the provider can fine-tune or serve, with shutdown dates and warnings",
+)
+def list_models(provider: str, caller: CallerDep, session: SessionDep, settings: SettingsDep) -> Page[ProviderModelOut]:
+    from service.jobs.deprecation import provider_models
+
+    return Page[ProviderModelOut](
+        data=provider_models(session, settings, caller.project_id, provider), has_more=False, next_cursor=None
+    )

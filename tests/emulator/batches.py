@@ -1,5 +1,9 @@
 """Batches: validating -> in_progress (one request at a time) -> finalizing -> completed, or failed / expired /
-cancelling -> cancelled. Output and error files hold one line per request, joined on custom_id, in shuffled order."""
+cancelling -> cancelled. Output and error files hold one line per request, joined on custom_id, in shuffled order.
+
+Forced outcomes (``BatchOutcomeRule.outcome``): "failed" fails validation, "expired" stalls until the window ends, and
+"lose_lines" completes but leaves the last request's line out of both files while still counting it, as a provider
+that loses lines would: clients must notice requests with no line at all."""
 
 from __future__ import annotations
 
@@ -267,6 +271,10 @@ def _finish(core: EmulatorCore, batch: BatchRecord, status: str, at: float) -> N
                     "error": {"code": code, "message": message},
                 }
             )
+    if status == "completed" and batch.forced_outcome == "lose_lines" and batch.requests:
+        lost = batch.requests[-1]["custom_id"]
+        batch.output_lines = [line for line in batch.output_lines if line["custom_id"] != lost]
+        batch.error_lines = [line for line in batch.error_lines if line["custom_id"] != lost]
     if status != "failed":
         batch.output_file_id = _write(core, batch, batch.output_lines, "output", at)
         batch.error_file_id = _write(core, batch, batch.error_lines, "error", at)

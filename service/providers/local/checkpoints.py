@@ -13,10 +13,12 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
+# torch is imported where it is used: the API lists a run's checkpoints (artifacts) without the `local` extra loaded.
 CHECKPOINTS_DIR = "checkpoints"
 LATEST_POINTER = "latest"
 STATE_FILE = "trainer_state.json"
@@ -44,6 +46,8 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     keep: int,
 ) -> Path:
+    import torch
+
     root = checkpoints_root(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
@@ -102,6 +106,7 @@ def load_checkpoint(
     checkpoint: Path, *, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Restore adapter weights, optimizer and scheduler in place; return (trainer_state, rng_state)."""
+    import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
