@@ -91,6 +91,70 @@ def run_ours(base_url: str, samples: int, concurrency: int) -> dict[str, Any]:
     }
 
 
+def run_service(base_url: str, samples: int, concurrency: int) -> dict[str, Any]:
+    """The whole service path: POST /v1/evaluations, then the worker's run (answers stored per sample in SQLite as
+    they arrive, graded, summarised with intervals), timed from the run's start to the evaluation's end."""
+    import json
+    import os
+    import tempfile
+
+    data_dir = tempfile.mkdtemp(prefix="bench-eval-")
+    os.environ.update(
+        FINETUNE_DATA_DIR=data_dir,
+        FINETUNE_OPENAI_API_KEY="sk-bench",
+        FINETUNE_OPENAI_BASE_URL=base_url,
+        FINETUNE_LOG_LEVEL="WARNING",
+    )
+    from fastapi.testclient import TestClient
+
+    from service import db
+    from service.api.app import create_app
+    from service.evaluations.run import run
+    from service.projects.service import create_project
+    from service.settings import get_settings, reset_settings_cache
+
+    reset_settings_cache()
+    settings = get_settings()
+    db.upgrade(settings)
+    with db.session_scope(settings) as session:
+        _, _, key = create_project(session, "bench", settings.server_secret())
+    headers = {"Authorization": f"Bearer {key}"}
+    lines = "".join(
+        json.dumps({"messages": [*_messages(i), {"role": "assistant", "content": f"{2 * i}."}]}) + "\n"
+        for i in range(samples)
+    )
+    with TestClient(create_app(settings)) as client:
+        ds = client.post("/v1/datasets", files={"file": ("test.jsonl", lines.encode())}, headers=headers).json()
+        if ds["status"] != "ready":  # large files are checked by a worker; do it here
+            from service.datasets.service import validate_task
+
+            validate_task(ds["id"], settings)
+        body = {
+            "dataset_id": ds["id"],
+            "candidates": [{"kind": "model", "name": "model", "provider": "openai", "model": MODEL}],
+            "graders": [{"type": "exact_match", "name": "exact"}, {"type": "chrf", "name": "chrf"}],
+            "sampling": {"temperature": 0, "max_tokens": 64},
+            "limits": {"max_concurrency": concurrency},
+        }
+        created = client.post("/v1/evaluations", json=body, headers=headers).json()
+        started = time.monotonic()
+        run(created["id"])
+        elapsed = time.monotonic() - started
+        ev = client.get(f"/v1/evaluations/{created['id']}", headers=headers).json()
+    result = ev["results"]["candidates"][0]
+    return {
+        "samples": samples,
+        "done": result["n"] - result["n_failed"],
+        "failed": result["n_failed"] + (samples - result["n"]),
+        "seconds": elapsed,
+        "seen_429": None,
+        "unretried_429": None,
+        "p50": result["latency_p50_s"],
+        "p95": result["latency_p95_s"],
+        "status": ev["status"],
+    }
+
+
 def run_sequential(base_url: str, samples: int) -> dict[str, Any]:
     """The loop from OpenAI's guide, with the SDK's default retries; 429s counted on the wire."""
     import httpx2
@@ -159,6 +223,8 @@ def main() -> int:
         state = prepare()
         ours = run_ours(base_url, args.samples, args.concurrency)
         prepare()
+        service = run_service(base_url, args.samples, args.concurrency)
+        prepare()
         base = run_sequential(base_url, args.baseline_samples)
     finally:
         parent.send("stop")
@@ -176,22 +242,32 @@ def main() -> int:
     rates = {}
     for name, r in (
         (f"generate_all, concurrency {args.concurrency}", ours),
+        ("service evaluation (stored, graded)", service),
         ("sequential SDK loop (guide)", base),
     ):
         rate = r["done"] / r["seconds"]
         rates[name] = rate
+        seen = "-" if r["seen_429"] is None else r["seen_429"]
+        unretried = "-" if r["unretried_429"] is None else r["unretried_429"]
         print(
             f"{name:34}{r['samples']:>8}{r['seconds']:>9.1f}{rate:>11.1f}{100 * rate / limit_per_s:>11.1f}%"
-            f"{r['failed']:>8}{r['seen_429']:>11}{r['unretried_429']:>16}"
+            f"{r['failed']:>8}{seen:>11}{unretried:>16}"
             f"{(r['p50'] or 0) * 1000:>8.0f}{(r['p95'] or 0) * 1000:>8.0f}"
         )
-    ours_rate, base_rate = rates.values()
+    ours_rate, service_rate, base_rate = rates.values()
     print(
         f"speed-up over the sequential loop: {ours_rate / base_rate:.1f}x; limit learned from headers: "
         f"{ours['learned_rpm']} requests/min; most requests in flight: {ours['max_in_flight']}"
     )
+    print(f"the service path (per-sample rows, grading, bootstrap summary) ran at {service_rate / ours_rate:.0%} of it")
     sustained = 100 * ours_rate / limit_per_s
-    passed = sustained >= 90 and ours["failed"] == 0 and ours["unretried_429"] == 0
+    passed = (
+        sustained >= 90
+        and ours["failed"] == 0
+        and ours["unretried_429"] == 0
+        and service["failed"] == 0
+        and 100 * service_rate / limit_per_s >= 90
+    )
     print(
         f"target: >= 90% of the limit sustained, 0 failed samples, 0 unretried 429s -> "
         f"{sustained:.1f}%, {ours['failed']} failed, {ours['unretried_429']} unretried: {'PASS' if passed else 'FAIL'}"

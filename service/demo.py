@@ -9,6 +9,7 @@ intervals and a paired test.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -33,11 +34,13 @@ def _start_service(settings: Any, port: int) -> tuple[Any, Any, Any]:
     import uvicorn
 
     from service.api.app import create_app
-    from worker.embedded import EmbeddedWorker
+    from worker.embedded import embedded_workers
     from worker.sweeper import Sweeper
 
-    worker = EmbeddedWorker(concurrency=2)
-    worker.start()
+    # As in `finetune serve`: training on its own single thread, everything else (job steps, evaluation) beside it.
+    workers = embedded_workers(2)
+    for worker in workers:
+        worker.start()
     sweeper = Sweeper()
     sweeper.start_thread()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None))
@@ -47,23 +50,63 @@ def _start_service(settings: Any, port: int) -> tuple[Any, Any, Any]:
         if time.monotonic() > deadline:
             raise RuntimeError("the API did not start")
         time.sleep(0.05)
-    return worker, sweeper, server
+    return workers, sweeper, server
 
 
-def _label(text: str) -> str:
-    return text.strip().lower()
+def _wait_evaluation(api: httpx.Client, evaluation_id: str, console: Console) -> dict[str, Any]:
+    last = None
+    while True:
+        evaluation = api.get(f"/v1/evaluations/{evaluation_id}").raise_for_status().json()
+        if evaluation["status"] in ("succeeded", "failed", "cancelled"):
+            return evaluation
+        progress = evaluation["progress"]["candidates"]
+        line = ", ".join(f"{name} {p['done']}/{p['total']}" for name, p in progress.items())
+        if line and line != last:
+            console.print(f"   answered: {line}")
+            last = line
+        time.sleep(2.0)
+
+
+def _print_results(console: Console, results: dict[str, Any]) -> None:
+    table = Table(title="held-out exact match")
+    table.add_column("candidate")
+    table.add_column("accuracy", justify="right")
+    table.add_column("95% CI", justify="right")
+    table.add_column("macro F1", justify="right")
+    table.add_column("p50 latency", justify="right")
+    for c in results["candidates"]:
+        ci = c["graders"]["exact_match"]["metrics"]["pass_rate"]
+        f1 = c["graders"]["labels"]["metrics"].get("macro_f1")
+        table.add_row(
+            c["candidate"],
+            f"{ci['estimate']:.1%}",
+            f"{ci['low']:.1%} – {ci['high']:.1%}",
+            f"{f1['estimate']:.3f}" if f1 else "-",
+            f"{c['latency_p50_s']:.2f} s" if c["latency_p50_s"] is not None else "-",
+        )
+    console.print(table)
+    for comparison in results["comparisons"]:
+        exact = comparison["graders"]["exact_match"]
+        diff = exact["metrics"]["pass_rate"]
+        mc = exact.get("mcnemar") or {}
+        console.print(
+            f"{comparison['candidate']} - {comparison['baseline']}: {diff['difference']:+.1%} "
+            f"(95% CI {diff['low']:+.1%} to {diff['high']:+.1%}); right where {comparison['baseline']} was wrong "
+            f"{mc.get('b_only', '?')}, the reverse {mc.get('a_only', '?')}, McNemar p = {diff['p_value']:.2g}"
+        )
 
 
 def run_demo(console: Console) -> int:
     from service import db
-    from service.evaluations.stats import bootstrap_mean_ci, mcnemar_test
     from service.projects.service import create_project
-    from service.providers.local import LocalGenerator, is_available
-    from service.providers.local_provider import runs_dir
+    from service.providers.local import is_available
     from service.settings import get_settings
     from service.watch import watch
 
     settings = get_settings()
+    # The demo's own requests would fill the console with access lines; the steps above them say what happens.
+    for name in ("uvicorn.access", "service.http"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     if settings.hf_offline:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ok, reason = is_available()
@@ -74,7 +117,7 @@ def run_demo(console: Console) -> int:
     db.upgrade(settings)
     started = time.monotonic()
     port = _free_port()
-    worker, sweeper, server = _start_service(settings, port)
+    workers, sweeper, server = _start_service(settings, port)
     base_url = f"http://127.0.0.1:{port}"
     try:
         with db.session_scope(settings) as session:
@@ -92,12 +135,27 @@ def run_demo(console: Console) -> int:
             "[bold]3.[/] frozen split: " + ", ".join(f"{k} {v['n_examples']} ({v['id']})" for k, v in splits.items())
         )
 
+        normalization = {"ignore_case": True, "strip": True, "ignore_punctuation": True}
         job_req = {
             "training_dataset_id": splits["train"]["id"],
             "validation_dataset_id": splits["validation"]["id"],
             "provider": "local",
             "model": manifest["base_model"],
             "method": {"type": "supervised", "hyperparameters": manifest["params"]},
+            # Evaluated by the service when training succeeds: base vs fine-tuned on the held-out split.
+            "evaluation": {
+                "dataset_id": splits["test"]["id"],
+                "graders": [
+                    {"type": "exact_match", "name": "exact_match", "normalization": normalization},
+                    {
+                        "type": "classification",
+                        "name": "labels",
+                        "labels": manifest["labels"],
+                        "normalization": normalization,
+                    },
+                ],
+                "sampling": {"temperature": 0, "max_tokens": manifest["max_new_tokens"]},
+            },
         }
         job = api.post("/v1/jobs", json=job_req).raise_for_status().json()
         console.print(f"[bold]4.[/] fine-tuning {manifest['base_model']} locally: job {job['id']}")
@@ -105,38 +163,20 @@ def run_demo(console: Console) -> int:
         if job["status"] != "succeeded":
             return 1
 
-        test_blob = settings.files_dir / splits["test"]["sha256"][:2] / splits["test"]["sha256"]
-        rows = [json.loads(line) for line in test_blob.read_text().splitlines() if line.strip()]
-        prompts = [[m for m in r["messages"] if m["role"] != "assistant"] for r in rows]
-        expected = [
-            _label(next(m["content"] for m in reversed(r["messages"]) if m["role"] == "assistant")) for r in rows
-        ]
-        adapter = runs_dir(settings) / job["id"] / "output" / "adapter"
-        cache = settings.data_dir / "cache"
-        console.print(f"[bold]5.[/] scoring base and fine-tuned on {len(rows)} held-out examples (exact match)")
-        scores: dict[str, list[bool]] = {}
-        for name, path in (("base", None), ("fine-tuned", adapter)):
-            gen = LocalGenerator(manifest["base_model"], adapter_path=path, cache_dir=cache)
-            outs = gen.generate(prompts, max_new_tokens=manifest["max_new_tokens"], temperature=0.0)
-            scores[name] = [_label(o.text) == e for o, e in zip(outs, expected, strict=True)]
-
-        table = Table(title="held-out exact match")
-        table.add_column("model")
-        table.add_column("accuracy", justify="right")
-        table.add_column("95% CI", justify="right")
-        for name, passed in scores.items():
-            ci = bootstrap_mean_ci([float(p) for p in passed])
-            table.add_row(name, f"{ci.estimate:.1%}", f"{ci.low:.1%} – {ci.high:.1%}")
-        console.print(table)
-        test = mcnemar_test(scores["base"], scores["fine-tuned"])
+        n_test = splits["test"]["n_examples"]
         console.print(
-            f"paired McNemar ({test.method}): fine-tuned right where base wrong {test.b_only}, "
-            f"the reverse {test.a_only}, p = {test.p_value:.2g}"
+            f"[bold]5.[/] evaluation {job['evaluation_id']}: base and fine-tuned on {n_test} held-out examples"
         )
+        evaluation = _wait_evaluation(api, job["evaluation_id"], console)
+        if evaluation["status"] != "succeeded":
+            console.print(f"[red]evaluation {evaluation['status']}: {evaluation.get('error')}[/]")
+            return 1
+        _print_results(console, evaluation["results"])
         console.print(f"wall time {time.monotonic() - started:.0f} s")
         console.print(
             f"See it in the API (Authorization: Bearer {key}):\n"
             f"  {base_url}/v1/jobs/{job['id']}   .../metrics   .../events   .../checkpoints\n"
+            f"  {base_url}/v1/evaluations/{job['evaluation_id']}   .../samples?only=disagreements\n"
             f"  {base_url}/v1/datasets/{ds['id']}/report\n"
             "The data stays in the data directory; `finetune serve` serves it after this demo ends."
         )
@@ -144,4 +184,5 @@ def run_demo(console: Console) -> int:
     finally:
         server.should_exit = True
         sweeper.stop()
-        worker.stop()
+        for worker in workers:
+            worker.stop()

@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     inline_validation_bytes: int = Field(
         default=256 * 1024, description="Datasets up to this size are validated in the request; larger in the worker."
     )
+    max_body_bytes: int = Field(default=1024**2, description="Request body limit except dataset uploads (413 above).")
+
+    rate_limit_per_s: float = Field(default=50.0, description="Requests per second per API key; 0 turns limits off.")
+    rate_limit_burst: int = Field(default=200, description="Requests an API key may send at once before the rate.")
+    anonymous_rate_limit_per_s: float = Field(default=2.0, description="Per client address, without a valid key.")
+    anonymous_rate_limit_burst: int = Field(default=30, description="Burst per client address without a valid key.")
+    metrics_public: bool = Field(default=False, description="Serve /metrics without the admin key.")
 
     sweep_interval_s: float = Field(default=2.0, description="How often the sweeper looks for due and stuck rows.")
     requeue_after_s: float = Field(default=60.0, description="A due row enqueued but not picked up is re-sent after.")
@@ -66,6 +73,12 @@ class Settings(BaseSettings):
     )
     webhook_timeout_s: float = 15.0
     webhook_connect_timeout_s: float = 5.0
+    webhook_dispatch_concurrency: int = Field(default=64, ge=1, description="Requests in flight per dispatcher.")
+    webhook_endpoint_concurrency: int = Field(default=2, ge=1, description="Of those, at most this many per endpoint.")
+    webhook_host_concurrency: int = Field(default=8, ge=1, description="And at most this many per receiving host.")
+    webhook_dispatch_batch: int = Field(
+        default=1000, ge=1, description="Deliveries one dispatch task sends before handing its worker thread back."
+    )
 
     hf_offline: bool = Field(
         default=True, description="Load base models only from local files (no Hugging Face Hub requests)."

@@ -3,7 +3,7 @@
 from sqlmodel import SQLModel
 
 from service.datasets.models import Dataset
-from service.evaluations.models import Evaluation
+from service.evaluations.models import Evaluation, EvaluationSample
 from service.events.models import Event
 from service.idempotency.models import IdempotencyRecord
 from service.jobs.models import Job, JobCheckpoint, JobEvent
@@ -19,6 +19,7 @@ __all__ = [
     "Delivery",
     "DeliveryAttempt",
     "Evaluation",
+    "EvaluationSample",
     "Event",
     "IdempotencyRecord",
     "Job",

@@ -20,17 +20,33 @@ def advance_job(job_id: str) -> None:
     advance(job_id)
 
 
+@app.task(name="evaluations.run")
+def run_evaluation(evaluation_id: str) -> None:
+    from service.evaluations.run import run
+
+    run(evaluation_id)
+
+
 @app.task(name="events.fanout")
 def fanout_event(event_id: str) -> None:
-    from service import queue
     from service.events.fanout import fanout
+    from service.webhooks.dispatch import wake
 
-    for delivery_id in fanout(event_id):
-        queue.enqueue("webhooks.deliver", delivery_id, queue="webhooks")
+    if fanout(event_id):
+        wake()
+
+
+@app.task(name="webhooks.dispatch")
+def dispatch_webhooks(*_: object) -> None:
+    """Sends every due delivery (any arguments are ignored: a wake-up names no row)."""
+    from service.webhooks.dispatch import dispatch_due
+
+    dispatch_due()
 
 
 @app.task(name="webhooks.deliver")
 def deliver_webhook(delivery_id: str) -> None:
+    """One delivery, blocking; kept for messages sent before the dispatcher existed."""
     from service.webhooks.delivery import deliver
 
     deliver(delivery_id)

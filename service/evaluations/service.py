@@ -1,0 +1,232 @@
+"""Evaluations: create (checking every reference before anything runs), read, cancel, and start one when a job that
+asked for it succeeds. The run itself is in ``service.evaluations.run``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session, select
+
+from api_schemas.evaluations import (
+    EvaluationCreate,
+    JobCandidate,
+    JobEvaluationRequest,
+    ModelCandidate,
+)
+from api_schemas.evaluations import (
+    EvaluationStatus as S,
+)
+from service.clock import utcnow
+from service.datasets.models import Dataset
+from service.datasets.service import get_ready_dataset
+from service.errors import Conflict, InvalidInput, NotFound
+from service.evaluations import states, targets
+from service.evaluations.graders.base import GraderConfigError
+from service.evaluations.models import Evaluation
+from service.events import service as events
+from service.jobs.models import Job
+from service.settings import Settings, get_settings
+
+
+def _ready_dataset(session: Session, project_id: str, dataset_id: str, role: str) -> Dataset:
+    ds = get_ready_dataset(session, project_id, dataset_id, role)
+    if ds.format not in ("chat", "prompt_completion", "preference"):
+        raise InvalidInput(
+            f"{role} dataset {dataset_id} is {ds.format}; convert it to chat first", code="dataset_format_unsupported"
+        )
+    return ds
+
+
+def _check_graders(req: EvaluationCreate | JobEvaluationRequest) -> None:
+    from service.evaluations.graders.registry import get_grader
+
+    class _NoCalls:
+        async def complete(self, **_: Any) -> Any:  # never called: building only checks the spec
+            raise RuntimeError
+
+    for spec in req.graders:
+        try:
+            get_grader(spec, chat_client=_NoCalls())
+        except GraderConfigError as exc:
+            raise InvalidInput(str(exc), code="invalid_grader") from exc
+
+
+def create_evaluation(
+    session: Session,
+    project_id: str,
+    req: EvaluationCreate,
+    *,
+    job_id: str | None = None,
+    settings: Settings | None = None,
+) -> Evaluation:
+    settings = settings or get_settings()
+    _ready_dataset(session, project_id, req.dataset_id, "test")
+    for candidate in req.candidates:
+        if candidate.few_shot is not None:
+            _ready_dataset(session, project_id, candidate.few_shot.dataset_id, "few-shot")
+        targets.resolve(session, settings, project_id, candidate.model_dump(mode="json"), check_only=True)
+    if req.overfit_check is not None:
+        _ready_dataset(session, project_id, req.overfit_check.dataset_id, "training")
+    _check_graders(req)
+    config = req.model_dump(mode="json", exclude={"candidates", "judge", "metadata"})
+    config["candidates"] = [targets.seal_candidate(settings, c.model_dump()) for c in req.candidates]
+    for c in config["candidates"]:
+        if c.get("few_shot") is not None:
+            c["few_shot"] = dict(c["few_shot"])
+    config["baseline"] = req.baseline or req.candidates[0].name
+    if req.judge is not None:
+        config["judge"] = targets.seal_candidate(settings, req.judge.model_dump())
+    evaluation = Evaluation(
+        project_id=project_id,
+        status=S.queued,
+        dataset_id=req.dataset_id,
+        job_id=job_id,
+        config=config,
+        progress={},
+        metadata_=dict(req.metadata),
+        next_run_at=utcnow(),
+    )
+    session.add(evaluation)
+    session.flush()
+    return evaluation
+
+
+def get_evaluation(session: Session, project_id: str, evaluation_id: str) -> Evaluation:
+    evaluation = session.get(Evaluation, evaluation_id)
+    if evaluation is None or evaluation.project_id != project_id:
+        raise NotFound("evaluation", evaluation_id)
+    return evaluation
+
+
+def request_cancel(session: Session, project_id: str, evaluation_id: str) -> Evaluation:
+    """Queued: cancelled at once. Running: the worker stops between samples and keeps what it has."""
+    evaluation = get_evaluation(session, project_id, evaluation_id)
+    status = S(evaluation.status)
+    if status in states.TERMINAL:
+        raise Conflict(f"cannot cancel an evaluation that is {status.value}", code="evaluation_not_cancellable")
+    now = utcnow()
+    evaluation.cancel_requested_at = evaluation.cancel_requested_at or now
+    if status == S.queued:
+        transition(session, evaluation, S.cancelled, "cancelled before it started")
+    else:
+        evaluation.next_run_at = now
+    evaluation.updated_at = now
+    session.add(evaluation)
+    return evaluation
+
+
+def transition(session: Session, evaluation: Evaluation, new: S, reason: str) -> None:
+    old = S(evaluation.status)
+    if old == new:
+        return
+    states.check_transition(old, new)
+    now = utcnow()
+    evaluation.status = new
+    if new == S.running:
+        evaluation.started_at = evaluation.started_at or now
+    if new in states.TERMINAL:
+        evaluation.finished_at = now
+        evaluation.next_run_at = None
+    evaluation.progress = {**evaluation.progress, "reason": reason}
+    if new in states.EVENT_ON_ENTER:
+        from service.evaluations.views import evaluation_out
+
+        events.record(
+            session,
+            evaluation.project_id,
+            states.EVENT_ON_ENTER[new],
+            evaluation_out(evaluation).model_dump(mode="json"),
+        )
+
+
+def check_job_evaluation_request(
+    session: Session, project_id: str, req: JobEvaluationRequest, settings: Settings
+) -> dict[str, Any]:
+    """Check a job's evaluation request when the job is created (not hours later), and return it as stored."""
+    _ready_dataset(session, project_id, req.dataset_id, "evaluation")
+    _check_graders(req)
+    stored = req.model_dump(mode="json", exclude={"judge"})
+    if req.judge is not None:
+        stored["judge"] = targets.seal_candidate(settings, req.judge.model_dump())
+    return stored
+
+
+def evaluation_for_job(session: Session, job: Job, settings: Settings | None = None) -> Evaluation | None:
+    """The evaluation a job asked for (``evaluation`` in its create request), created when it succeeds.
+
+    A request that can no longer be met (its dataset was deleted) is recorded as a failed evaluation rather than
+    failing the job's own transition: the training succeeded either way.
+    """
+    if not job.evaluation_request or job.evaluation_id:
+        return None
+    settings = settings or get_settings()
+    stored = dict(job.evaluation_request)
+    sealed_judge = stored.pop("judge", None)
+    req = JobEvaluationRequest.model_validate(stored)
+    candidates: list[Any] = []
+    if req.include_base:
+        provider = "local" if job.provider == "local" else "openai"
+        candidates.append(ModelCandidate(name="base", provider=provider, model=job.base_model))
+    if req.few_shot_k:
+        provider = "local" if job.provider == "local" else "openai"
+        candidates.append(
+            ModelCandidate(
+                name=f"base-{req.few_shot_k}-shot",
+                provider=provider,
+                model=job.base_model,
+                few_shot={"dataset_id": job.training_dataset_id, "k": req.few_shot_k},
+            )
+        )
+    candidates.append(JobCandidate(name="fine-tuned", job_id=job.id))
+    create = EvaluationCreate(
+        dataset_id=req.dataset_id,
+        candidates=candidates,
+        graders=req.graders,
+        baseline=candidates[0].name,
+        sampling=req.sampling,
+        limits=req.limits,
+        mode=req.mode,
+        max_examples=req.max_examples,
+        metadata={"job_id": job.id},
+    )
+    try:
+        with session.begin_nested():
+            evaluation = create_evaluation(session, job.project_id, create, job_id=job.id, settings=settings)
+            if sealed_judge is not None:
+                evaluation.config = {**evaluation.config, "judge": sealed_judge}
+    except (InvalidInput, Conflict, NotFound) as exc:
+        evaluation = Evaluation(
+            project_id=job.project_id,
+            status=S.queued,
+            dataset_id=req.dataset_id,
+            job_id=job.id,
+            config=create.model_dump(mode="json"),
+            progress={},
+            metadata_={"job_id": job.id},
+        )
+        session.add(evaluation)
+        session.flush()
+        evaluation.error = {"code": exc.code, "message": str(exc)}
+        transition(session, evaluation, S.failed, "the job's evaluation request could not be started")
+    job.evaluation_id = evaluation.id
+    return evaluation
+
+
+def sample_filter_keys(evaluation: Evaluation, candidate: str | None) -> set[str]:
+    """Example keys where candidates disagree (flipped against the baseline), from the stored results."""
+    results = (evaluation.summary or {}).get("comparisons") or []
+    keys: set[str] = set()
+    for comparison in results:
+        if candidate is not None and candidate not in (comparison["candidate"], comparison["baseline"]):
+            continue
+        for grader in comparison["graders"].values():
+            flips = grader.get("flips") or {}
+            keys.update(flips.get("a_only") or [])
+            keys.update(flips.get("b_only") or [])
+    return keys
+
+
+def list_samples_stmt(evaluation_id: str) -> Any:
+    from service.evaluations.models import EvaluationSample
+
+    return select(EvaluationSample).where(EvaluationSample.evaluation_id == evaluation_id)

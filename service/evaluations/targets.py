@@ -1,0 +1,140 @@
+"""Where each candidate's answers come from: an OpenAI-compatible endpoint (with credentials) or local inference of a
+base model with an optional LoRA adapter. Resolved when the evaluation is created (to fail early) and again when it
+runs (credentials may have changed in between)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+from sqlmodel import Session, select
+
+from api_schemas.evaluations import EndpointCandidate, JobCandidate, ModelCandidate
+from api_schemas.jobs import JobStatus
+from service.errors import Conflict, InvalidInput, NotFound, Unavailable
+from service.evaluations.generation import ClientConfig
+from service.jobs.models import Job, JobCheckpoint
+from service.secrets import decrypt_secret, encrypt_secret
+from service.settings import Settings
+
+SECRET_PURPOSE = "evaluation-endpoint"
+
+
+@dataclass(frozen=True)
+class RemoteTarget:
+    model: str
+    client: ClientConfig
+    provider: str  # "openai" or "endpoint": whether our price table applies and the Batch API is there
+
+
+@dataclass(frozen=True)
+class LocalTarget:
+    model: str  # a label for results
+    base_model: str
+    adapter_path: Path | None
+
+
+Target = RemoteTarget | LocalTarget
+
+
+def openai_client(session: Session, settings: Settings, project_id: str) -> ClientConfig:
+    from service.providers.registry import credential_for, decode_credential
+
+    cred = credential_for(session, project_id, "openai")
+    key = decode_credential(settings, cred).api_key if cred is not None else None
+    if key is None and settings.openai_api_key is not None:
+        key = settings.openai_api_key.get_secret_value()
+    if not key:
+        raise Unavailable(
+            "no OpenAI key for this project: store one with PUT /v1/providers/openai/credentials",
+            code="provider_credentials_missing",
+        )
+    base_url = (cred.base_url if cred is not None else None) or settings.openai_base_url
+    return ClientConfig(base_url=base_url, api_key=SecretStr(key))
+
+
+def _job(session: Session, project_id: str, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or job.project_id != project_id:
+        raise NotFound("job", job_id)
+    return job
+
+
+def resolve(
+    session: Session, settings: Settings, project_id: str, candidate: dict[str, Any], *, check_only: bool = False
+) -> Target:
+    """The target of a stored candidate (its JSON form, with ``api_key_ciphertext`` for endpoint keys)."""
+    kind = candidate["kind"]
+    if kind == "endpoint":
+        spec = EndpointCandidate.model_validate({k: v for k, v in candidate.items() if k != "api_key_ciphertext"})
+        ciphertext = candidate.get("api_key_ciphertext")
+        key = decrypt_secret(settings, ciphertext, purpose=SECRET_PURPOSE) if ciphertext else None
+        # Local servers (vLLM, Ollama, llama.cpp) accept any key; the SDK insists on one.
+        return RemoteTarget(
+            spec.model, ClientConfig(base_url=spec.base_url, api_key=SecretStr(key or "none")), "endpoint"
+        )
+    if kind == "model":
+        spec_m = ModelCandidate.model_validate(candidate)
+        if spec_m.provider == "local":
+            return LocalTarget(spec_m.model, spec_m.model, None)
+        client = openai_client(session, settings, project_id) if not check_only else _placeholder_client()
+        return RemoteTarget(spec_m.model, client, "openai")
+    spec_j = JobCandidate.model_validate(candidate)
+    job = _job(session, project_id, spec_j.job_id)
+    if spec_j.checkpoint_step is None and job.status != JobStatus.succeeded:
+        raise Conflict(
+            f"job {job.id} is {job.status}; only a succeeded job has a fine-tuned model to evaluate",
+            code="job_not_succeeded",
+        )
+    if job.provider == "local":
+        from service.providers.local_provider import runs_dir
+
+        output = runs_dir(settings) / job.id / "output"
+        if spec_j.checkpoint_step is None:
+            path = output / "adapter"
+        else:
+            path = output / "checkpoints" / f"step-{spec_j.checkpoint_step}"
+        if not (path / "adapter_config.json").exists():
+            raise Conflict(f"job {job.id} has no adapter at {path.name} (was it kept?)", code="adapter_missing")
+        label = f"local:{job.id}" + (f":step-{spec_j.checkpoint_step}" if spec_j.checkpoint_step is not None else "")
+        return LocalTarget(label, job.base_model, path)
+    if spec_j.checkpoint_step is None:
+        model = job.fine_tuned_model
+    else:
+        ckpt = session.exec(
+            select(JobCheckpoint).where(JobCheckpoint.job_id == job.id, JobCheckpoint.step == spec_j.checkpoint_step)
+        ).first()
+        if ckpt is None or not ckpt.model:
+            raise Conflict(
+                f"job {job.id} has no checkpoint model at step {spec_j.checkpoint_step}", code="checkpoint_missing"
+            )
+        model = ckpt.model
+    if not model:
+        raise Conflict(f"job {job.id} has no fine-tuned model", code="job_not_succeeded")
+    if job.provider != "openai":
+        raise InvalidInput(f"jobs of provider {job.provider!r} cannot be evaluated yet", code="unsupported_provider")
+    client = openai_client(session, settings, project_id) if not check_only else _placeholder_client()
+    return RemoteTarget(model, client, "openai")
+
+
+def _placeholder_client() -> ClientConfig:
+    return ClientConfig(api_key=SecretStr("unused"))
+
+
+def seal_candidate(settings: Settings, candidate: dict[str, Any]) -> dict[str, Any]:
+    """The candidate as stored: an endpoint key becomes a ciphertext."""
+    out = dict(candidate)
+    key = out.pop("api_key", None)
+    if key:
+        plain = key.get_secret_value() if isinstance(key, SecretStr) else str(key)
+        out["api_key_ciphertext"] = encrypt_secret(settings, plain, purpose=SECRET_PURPOSE)
+    return out
+
+
+def public_candidate(candidate: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in candidate.items() if k not in ("api_key", "api_key_ciphertext")}
+    if candidate.get("kind") == "endpoint":
+        out["api_key_set"] = bool(candidate.get("api_key_ciphertext"))
+    return out
