@@ -55,16 +55,20 @@ def serve(
     db.upgrade(s)
     embedded = importlib.import_module("worker.embedded")
     sweeper_mod = importlib.import_module("worker.sweeper")
-    worker = embedded.EmbeddedWorker(concurrency=s.worker_concurrency)
-    worker.start()
+    workers = embedded.embedded_workers(s.worker_concurrency)  # the train queue gets its own single thread
+    for worker in workers:
+        worker.start()
     sweeper = sweeper_mod.Sweeper()
     sweeper.start_thread()
     typer.echo(f"finetune serving on http://{host or s.host}:{port or s.port} (data in {s.data_dir})", err=True)
+    # uvicorn drains on SIGTERM, then raises it again; handled (ignored) here, it ends in the finally below: exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         _run_api(host, port)
     finally:
         sweeper.stop()
-        worker.stop()
+        for worker in workers:
+            worker.stop()
 
 
 @app.command()
