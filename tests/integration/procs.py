@@ -27,6 +27,16 @@ def finetune_command() -> list[str]:
     raise RuntimeError("the finetune command is not installed next to this Python (pip install -e .)")
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: on Linux, have the kernel send SIGTERM when the test process dies, so a killed
+    pytest run leaves no worker or sweeper behind to take the next run's rows from the shared test database."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -73,7 +83,12 @@ class Processes:
         log_path = self.log_dir / f"{name}-{len(self.started)}.log"
         fh = log_path.open("wb")
         popen = subprocess.Popen(
-            [*finetune_command(), *args], env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+            [*finetune_command(), *args],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         fh.close()
         proc = Proc(name=name, popen=popen, log_path=log_path)
