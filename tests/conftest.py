@@ -7,6 +7,7 @@ The same suite runs on the embedded defaults (SQLite file, in-memory broker) and
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,8 @@ os.environ["FINETUNE_BROKER_URL"] = TEST_BROKER_URL or "memory://"
 os.environ.pop("FINETUNE_DATABASE_URL", None)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Derived caches (the duplicate finder's Unicode tables) go to a folder of this session, not the user's ~/.cache.
+os.environ["FINETUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="finetune-test-cache-")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -19,17 +19,25 @@ process, and an example's sketch does not depend on which other examples share i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
+import os
 import re
+import tempfile
 import unicodedata
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from service.datasets.canonical import canonical_example_text, canonical_words_text
+
+log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 DEFAULT_SEED = 20240917
@@ -171,7 +179,19 @@ class _Tables:
 
 @lru_cache(maxsize=1)
 def _tables() -> _Tables:
-    """Built once per process (about 0.2 s, 35 MB); ``prepare`` builds them before worker processes are forked."""
+    """Loaded from the cache (or built, about 0.4 s) once per process; ``prepare`` loads them before worker processes
+    are forked so that they share the memory."""
+    arrays = _load_cached_tables()
+    if arrays is None:
+        arrays = _build_tables()
+        _store_cached_tables(arrays)
+    nfc = _NfcTables(
+        flags=arrays["flags"], ccc=arrays["ccc"], decomposable=arrays["decomposable"], pairs=arrays["pairs"]
+    )
+    return _Tables(fold=arrays["fold"], kind=arrays["kind"] | nfc.flags, nfc=nfc, **_power_tables())
+
+
+def _build_tables() -> dict[str, np.ndarray]:
     # Every code point in one string, built without a million one-character objects.
     chars = np.arange(0x110000, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
     kind = np.frombuffer(bytes(map(str.isalnum, chars)), dtype=np.uint8).copy()
@@ -189,9 +209,74 @@ def _tables() -> _Tables:
     # one lookup gives the value the word hash sums.
     kind = kind[fold]
     fold[kind == _NOT_WORD] = 0
-    fold = fold.astype(np.uint64)  # the type the word hash sums in: one conversion less per character
     nfc = _nfc_tables(chars)
-    return _Tables(fold=fold, kind=kind | nfc.flags, nfc=nfc, **_power_tables())
+    return {
+        "fold": fold.astype(np.uint64),  # the type the word hash sums in: one conversion less per character
+        "kind": kind,
+        "flags": nfc.flags,
+        "ccc": nfc.ccc,
+        "decomposable": nfc.decomposable,
+        "pairs": nfc.pairs,
+    }
+
+
+# The tables depend only on the Unicode database and on how they are built, so they are kept on disk: building them
+# is Python loops over a million code points, which every validation process would otherwise pay before its first
+# sketch (and a parallel validation pays before it forks its workers). Bump the version when ``_build_tables``
+# changes what it computes.
+_TABLES_VERSION = 1
+_TABLE_NAMES = ("fold", "kind", "flags", "ccc", "decomposable", "pairs")
+
+
+def cache_dir() -> Path:
+    """``FINETUNE_CACHE_DIR``, else ``$XDG_CACHE_HOME/finetune``, else ``~/.cache/finetune``."""
+    configured = os.environ.get("FINETUNE_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "finetune"
+
+
+def _tables_cache_path() -> Path:
+    return cache_dir() / f"word-tables-v{_TABLES_VERSION}-unicode{unicodedata.unidata_version}.npz"
+
+
+def _tables_digest(arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for name in _TABLE_NAMES:
+        digest.update(f"{name}:{arrays[name].dtype.str}:{arrays[name].shape}".encode())
+        digest.update(np.ascontiguousarray(arrays[name]).data)
+    return digest.hexdigest()
+
+
+def _load_cached_tables() -> dict[str, np.ndarray] | None:
+    """The cached tables, or None when there are none or they do not check out (then they are built again)."""
+    path = _tables_cache_path()
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in _TABLE_NAMES}
+            digest = str(stored["digest"])
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    if _tables_digest(arrays) != digest:
+        return None
+    return arrays
+
+
+def _store_cached_tables(arrays: dict[str, np.ndarray]) -> None:
+    """Best effort: a read-only or full disk only means the next process builds the tables again."""
+    path = _tables_cache_path()
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, digest=np.array(_tables_digest(arrays)), **arrays)
+        os.replace(tmp, path)  # atomic: concurrent processes see the old file, the new one, or none
+    except OSError:
+        log.debug("could not cache the word tables in %s", path.parent, exc_info=True)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 # NFC quick-check flags, stored in the word-kind table above its two low bits so that one lookup gives both.

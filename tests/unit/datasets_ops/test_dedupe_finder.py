@@ -4,6 +4,7 @@ import random
 import unicodedata
 from pathlib import Path
 
+import numpy as np
 import pytest
 from dsops_helpers import change_one_word, sentence
 
@@ -256,3 +257,31 @@ def test_very_long_examples(rng: random.Random) -> None:
     result = run([long_text, change_one_word(long_text), sentence(rng, 20_000)])
     assert [(a, b) for a, b, _ in result.near] == [(1, 2)]
     assert result.near[0][2] > 0.97
+
+
+def test_word_tables_are_cached_on_disk_and_rebuilt_when_the_file_is_damaged(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FINETUNE_CACHE_DIR", str(tmp_path / "cache"))
+    built = minhash._build_tables()
+    assert minhash._load_cached_tables() is None  # nothing cached yet
+    minhash._store_cached_tables(built)
+    loaded = minhash._load_cached_tables()
+    assert loaded is not None
+    for name in minhash._TABLE_NAMES:
+        assert loaded[name].dtype == built[name].dtype
+        assert np.array_equal(loaded[name], built[name]), name
+    # The tables the sketches use are the same whether built or loaded.
+    assert np.array_equal(minhash._tables().fold, built["fold"])
+    # A damaged file is not used: one changed byte, then a truncated file.
+    path = minhash._tables_cache_path()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert minhash._load_cached_tables() is None
+    path.write_bytes(bytes(data[:1000]))
+    assert minhash._load_cached_tables() is None
+    # A cache that cannot be written only means building again.
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("FINETUNE_CACHE_DIR", str(blocker / "cache"))
+    minhash._store_cached_tables(built)
+    assert minhash._load_cached_tables() is None
