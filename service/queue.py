@@ -12,6 +12,10 @@ from service.settings import get_settings
 
 log = logging.getLogger(__name__)
 
+# The queue whose worker runs one task at a time on the machine's accelerator (or CPU): local trainings, and
+# evaluations that run a model locally, so the two never share the device.
+DEVICE_QUEUE = "train"
+
 _app: Celery | None = None
 _lock = threading.Lock()
 

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from service.clock import utcnow
 from service.db import get_engine, session_scope
@@ -36,6 +36,8 @@ class WorkKind:
     model: Any
     task: str
     queue: str = "default"
+    # A column naming the queue of each row (it overrides ``queue``): rows of one kind may need different workers.
+    queue_column: str | None = None
     # The task takes no row id and serves every due row (a dispatcher): the sweeper sends it once, not once per row.
     batched: bool = False
 
@@ -140,17 +142,20 @@ def _release_after_error(model: Any, row_id: str, owner: str, exc: Exception) ->
     )
 
 
-def due_ids(session: Session, model: Any, limit: int = 500) -> list[str]:
-    """Rows that are due and not held by a live lease (including rows whose worker died)."""
+def due_rows(session: Session, kind: WorkKind, limit: int = 500) -> list[tuple[str, str]]:
+    """(id, queue) of the rows of ``kind`` that are due and not held by a live lease (including rows whose worker
+    died)."""
+    model = kind.model
     now = utcnow()
+    queue_col = getattr(model, kind.queue_column) if kind.queue_column else sa.literal(kind.queue)
     stmt = (
-        select(model.id)
+        sa.select(model.id, queue_col)
         .where(model.next_run_at.is_not(None), model.next_run_at <= now)
         .where(sa.or_(model.lease_expires_at.is_(None), model.lease_expires_at < now))
         .order_by(model.next_run_at)
         .limit(limit)
     )
-    return list(session.exec(stmt))
+    return [(row_id, row_queue or kind.queue) for row_id, row_queue in session.execute(stmt)]
 
 
 def release(model: Any, row_id: str, owner: str) -> bool:

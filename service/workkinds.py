@@ -13,7 +13,7 @@ from service.work import WorkKind
 WORK_KINDS: tuple[WorkKind, ...] = (
     WorkKind("dataset", Dataset, "datasets.validate"),
     WorkKind("job", Job, "jobs.advance"),
-    WorkKind("evaluation", Evaluation, "evaluations.run"),
+    WorkKind("evaluation", Evaluation, "evaluations.run", queue_column="worker_queue"),
     WorkKind("event", Event, "events.fanout"),
     WorkKind("delivery", Delivery, "webhooks.dispatch", queue="webhooks", batched=True),
 )

@@ -14,7 +14,7 @@ from pathlib import Path
 from service import queue
 from service.db import session_scope
 from service.settings import get_settings
-from service.work import WorkKind, due_ids
+from service.work import WorkKind, due_rows
 from service.workkinds import WORK_KINDS
 
 log = logging.getLogger(__name__)
@@ -34,16 +34,16 @@ class Sweeper:
         now = time.monotonic()
         sent = 0
         with session_scope() as session:
-            due = [(kind, row_id) for kind in WORK_KINDS for row_id in due_ids(session, kind.model)]
+            due = [(kind, row_id, row_queue) for kind in WORK_KINDS for row_id, row_queue in due_rows(session, kind)]
         batches: dict[WorkKind, list[tuple[str, str]]] = {}
-        for kind, row_id in due:
+        for kind, row_id, row_queue in due:
             key = (kind.name, row_id)
             last = self._sent.get(key)
             if last is not None and now - last < self.requeue_after_s:
                 continue
             if kind.batched:
                 batches.setdefault(kind, []).append(key)
-            elif queue.enqueue(kind.task, row_id, queue=kind.queue):
+            elif queue.enqueue(kind.task, row_id, queue=row_queue):
                 self._sent[key] = now
                 sent += 1
         # One wake-up serves every newly due (or long-waiting) row of a batched kind: a backlog of thousands of
@@ -53,7 +53,7 @@ class Sweeper:
                 self._sent.update(dict.fromkeys(keys, now))
                 sent += 1
         # Forget rows not due any more so the map stays small.
-        due_keys = {(k.name, r) for k, r in due}
+        due_keys = {(k.name, r) for k, r, _ in due}
         self._sent = {k: v for k, v in self._sent.items() if k in due_keys}
         return sent
 

@@ -33,6 +33,9 @@ class Evaluation(Timestamps, WorkItem, SQLModel, table=True):
     started_at: datetime | None = ts_field(nullable=True)
     finished_at: datetime | None = ts_field(nullable=True)
     cancel_requested_at: datetime | None = ts_field(nullable=True)
+    # Evaluations that run a model on this machine (local inference) go to the ``train`` queue, whose worker uses the
+    # device one task at a time, so they never share it with a training; the others run on ``default``.
+    worker_queue: str = Field(default="default", max_length=16, sa_column_kwargs={"server_default": "default"})
 
 
 class EvaluationSample(SQLModel, table=True):

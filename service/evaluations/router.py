@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
+from sqlmodel import Session
 
 from api_schemas.common import Page, problem_responses
 from api_schemas.evaluations import EvaluationCreate, EvaluationOut, EvaluationStatus, SampleOut
@@ -23,8 +24,9 @@ from service.idempotency.service import fingerprint
 router = APIRouter(tags=["evaluations"])
 
 
-def _wake(evaluation: dict[str, Any]) -> None:
-    queue.enqueue("evaluations.run", evaluation["id"])
+def _wake(session: Session, evaluation_id: str) -> None:
+    row = session.get(Evaluation, evaluation_id)
+    queue.enqueue("evaluations.run", evaluation_id, queue=row.worker_queue if row is not None else "default")
 
 
 @router.post(
@@ -52,7 +54,7 @@ def create_evaluation(
         route="POST /v1/evaluations",
         request_fingerprint=fingerprint(body.model_dump(mode="json")),
         create=create,
-        after_commit=_wake,
+        after_commit=lambda evaluation: _wake(session, evaluation["id"]),
     )
 
 
@@ -119,7 +121,7 @@ def list_samples(
 def cancel_evaluation(evaluation_id: str, caller: CallerDep, session: SessionDep) -> EvaluationOut:
     evaluation = service.request_cancel(session, caller.project_id, evaluation_id)
     session.commit()
-    queue.enqueue("evaluations.run", evaluation.id)
+    _wake(session, evaluation.id)
     return evaluation_out(evaluation)
 
 

@@ -25,6 +25,7 @@ from service.evaluations.graders.base import GraderConfigError
 from service.evaluations.models import Evaluation
 from service.events import service as events
 from service.jobs.models import Job
+from service.queue import DEVICE_QUEUE
 from service.settings import Settings, get_settings
 
 
@@ -61,10 +62,17 @@ def create_evaluation(
 ) -> Evaluation:
     settings = settings or get_settings()
     _ready_dataset(session, project_id, req.dataset_id, "test")
+    resolved = []
     for candidate in req.candidates:
         if candidate.few_shot is not None:
             _ready_dataset(session, project_id, candidate.few_shot.dataset_id, "few-shot")
-        targets.resolve(session, settings, project_id, candidate.model_dump(mode="json"), check_only=True)
+        resolved.append(
+            targets.resolve(session, settings, project_id, candidate.model_dump(mode="json"), check_only=True)
+        )
+    if req.judge is not None:
+        resolved.append(
+            targets.resolve(session, settings, project_id, req.judge.model_dump(mode="json"), check_only=True)
+        )
     if req.overfit_check is not None:
         _ready_dataset(session, project_id, req.overfit_check.dataset_id, "training")
     _check_graders(req)
@@ -85,6 +93,7 @@ def create_evaluation(
         progress={},
         metadata_=dict(req.metadata),
         next_run_at=utcnow(),
+        worker_queue=DEVICE_QUEUE if any(isinstance(t, targets.LocalTarget) for t in resolved) else "default",
     )
     session.add(evaluation)
     session.flush()

@@ -155,7 +155,7 @@ class LocalProvider:
     def _enqueue(job_id: str) -> None:
         from service import queue
 
-        queue.enqueue("local.train", job_id, queue="train")
+        queue.enqueue("local.train", job_id, queue=queue.DEVICE_QUEUE)
 
     def find_job(self, our_job_id: str) -> ProviderJob | None:
         if not (self._dir(our_job_id) / "spec.json").exists():
