@@ -285,3 +285,44 @@ def test_word_tables_are_cached_on_disk_and_rebuilt_when_the_file_is_damaged(tmp
     monkeypatch.setenv("FINETUNE_CACHE_DIR", str(blocker / "cache"))
     minhash._store_cached_tables(built)
     assert minhash._load_cached_tables() is None
+
+
+def test_repeated_lines_are_hashed_once_with_the_same_words_and_nfc_as_whole_texts(monkeypatch) -> None:
+    rng = random.Random(5)
+    shared = [
+        "cafe\u0301 cr\u00e8me \u1100\u1161 a\u0316\u0301",  # not NFC: the decomposed accent composes, marks reorder
+        "\u0301 starts with a combining mark",
+        "",
+        "\u4e00\u4e01 CJK \u30fb mixed",
+    ]
+    system = "system: You are a support agent. " + sentence(rng, 2000)
+    texts = []
+    for i in range(300):
+        lines = [rng.choice(shared) for _ in range(rng.randint(0, 3))]
+        lines.insert(rng.randint(0, len(lines)), f"user: ticket {i} {sentence(rng, 8)}")
+        texts.append("\n".join([system if i % 3 else shared[0], *lines]))
+    long_line = "tools: " + " ".join(f"w{i}" for i in range(minhash._PIECE_CHARS // 3))  # longer than a chunk
+    texts += ["", "\n\n", shared[0], f"{system}\n{long_line}\n{shared[1]}"]
+    whole = minhash._nfc_word_hashes
+    sizes: list[int] = []
+
+    def spy(batch: list[str], salt: object) -> tuple:
+        sizes.append(len(batch))
+        return whole(batch, salt)
+
+    monkeypatch.setattr(minhash, "_nfc_word_hashes", spy)
+    for salt in (0, 12345):
+        nfc, words, counts = minhash.nfc_word_hashes(texts, salt)
+        whole_nfc, whole_words, whole_counts = whole(texts, salt)
+        assert nfc == whole_nfc == [unicodedata.normalize("NFC", t) for t in texts]
+        assert counts.dtype == whole_counts.dtype == np.int64
+        assert counts.tolist() == whole_counts.tolist()
+        assert np.array_equal(words, whole_words)
+    # The repeated lines were hashed once: the distinct lines, not the texts, were hashed.
+    distinct = {line for text in texts for line in text.split("\n")}
+    assert sizes == [len(distinct)] * 2
+    # Texts that share (almost) nothing take the plain path; the answer is the same either way.
+    sizes.clear()
+    unique = [f"user: {sentence(rng, 12)}\nassistant: {i}" for i in range(50)]
+    assert np.array_equal(minhash.nfc_word_hashes(unique)[1], whole(unique, 0)[1])
+    assert sizes == [len(unique)]
