@@ -10,9 +10,10 @@ from typing import Any
 from celery import Celery, signals
 
 from service import metrics
+from service.queue import DEVICE_QUEUE
 from service.settings import get_settings
 
-QUEUES = ("default", "webhooks", "train")
+QUEUES = ("default", "webhooks", DEVICE_QUEUE)
 
 
 def make_app() -> Celery:
@@ -29,7 +30,7 @@ def make_app() -> Celery:
         task_soft_time_limit=max(1, settings.task_time_limit_s - 60),
         task_ignore_result=True,
         task_default_queue="default",
-        task_routes={"local.train": {"queue": "train"}, "webhooks.*": {"queue": "webhooks"}},
+        task_routes={"local.train": {"queue": DEVICE_QUEUE}, "webhooks.*": {"queue": "webhooks"}},
         task_serializer="json",
         accept_content=["json"],
         broker_transport_options={"visibility_timeout": visibility},

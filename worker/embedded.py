@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from celery import Celery
 from kombu.asynchronous import set_event_loop
 
+from service.queue import DEVICE_QUEUE
 from worker.celery_app import QUEUES, app, make_app
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,6 @@ def embedded_workers(concurrency: int) -> list[EmbeddedWorker]:
     The training worker gets its own Celery app: a WorkController selects its queues on its app (``app.amqp.queues``),
     so two on one app would consume the same queues. Tasks are shared, so the second app knows them all.
     """
-    train = EmbeddedWorker(1, ["train"], name="embedded-train", celery_app=make_app())
+    train = EmbeddedWorker(1, [DEVICE_QUEUE], name="embedded-train", celery_app=make_app())
     app.set_current()  # creating an app makes it the current one; the main app stays current
-    return [EmbeddedWorker(concurrency, [q for q in QUEUES if q != "train"]), train]
+    return [EmbeddedWorker(concurrency, [q for q in QUEUES if q != DEVICE_QUEUE]), train]

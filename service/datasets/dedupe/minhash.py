@@ -515,8 +515,8 @@ def nfc_word_hashes(texts: list[str], salt: np.uint64 | int = 0) -> tuple[list[s
     words = line_words[gather]
     text_ends = np.cumsum(lines_per_text)
     counts = np.diff(np.concatenate(([0], ref_ends[text_ends - 1]))) if len(texts) else np.zeros(0, np.int64)
-    if any(a is not b for a, b in zip(nfc_lines, lines, strict=True)):
-        changed = {i for i, (a, b) in enumerate(zip(nfc_lines, lines, strict=True)) if a is not b}
+    changed = {i for i, (a, b) in enumerate(zip(nfc_lines, lines, strict=True)) if a is not b}
+    if changed:
         starts = text_ends - lines_per_text
         texts = [
             "\n".join(nfc_lines[j] for j in refs[lo:hi]) if changed.intersection(refs[lo:hi]) else text
