@@ -1,5 +1,20 @@
 # Slim runtime image for the API, worker and sweeper roles (the same image; the command picks the role).
 # Build with the local-training extra: docker build --build-arg EXTRAS=local .
+
+# Wheels are built in a stage with a C compiler (for the native token counter, service/_tokcount.c), so the runtime
+# image carries no compiler.
+FROM python:3.11-slim AS build
+ARG EXTRAS=""
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml setup.py README.md ./
+COPY api_schemas ./api_schemas
+COPY service ./service
+COPY worker ./worker
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".${EXTRAS:+[$EXTRAS]}"
+
 FROM python:3.11-slim AS runtime
 
 ARG EXTRAS=""
@@ -17,11 +32,9 @@ RUN groupadd --system --gid 10001 finetune \
  && mkdir -p /app /data && chown finetune:finetune /data
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY api_schemas ./api_schemas
-COPY service ./service
-COPY worker ./worker
-RUN pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}"
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels "finetune-control-plane${EXTRAS:+[$EXTRAS]}" \
+ && rm -rf /wheels
 
 USER finetune
 VOLUME ["/data"]
