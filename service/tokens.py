@@ -202,7 +202,8 @@ def _encoding_spec(name: str, ranks: dict[bytes, int]) -> dict[str, Any]:
     return cast(dict[str, Any], patched())
 
 
-_encoding_lock = threading.Lock()
+# Re-entrant: the native counter is built under it and may load tiktoken (which takes it again) as its fallback.
+_encoding_lock = threading.RLock()
 
 
 @cache

@@ -25,6 +25,7 @@ from service.datasets.dedupe.minhash import (
     DEFAULT_MEMORY_BUDGET,
     DEFAULT_NUM_PERM,
     DEFAULT_SHINGLE_SIZE,
+    VERIFY_BATCH_PAIRS,
     MinHashParams,
     Sketcher,
     Sketches,
@@ -33,7 +34,6 @@ from service.datasets.dedupe.minhash import (
 )
 from service.datasets.dedupe.storage import PartitionStore, RowStore, SpillDir
 
-_VERIFY_PAIRS = 8192
 _RESOLVE_BATCH = 4096
 _BUCKET_WINDOW = 32
 
@@ -62,7 +62,7 @@ def _bucket_pairs(starts: np.ndarray, lengths: np.ndarray, max_bucket: int) -> I
         run_starts = starts[small & (lengths == size)]
         first, second = np.triu_indices(int(size), 1)
         per_run = len(first)
-        step = max(1, _VERIFY_PAIRS // per_run)
+        step = max(1, VERIFY_BATCH_PAIRS // per_run)
         for i in range(0, len(run_starts), step):
             block = run_starts[i : i + step, None]
             yield (block + first).ravel(), (block + second).ravel()
@@ -348,10 +348,10 @@ class DuplicateFinder:
             if np.any(lengths > self._max_bucket):
                 complete = False
             for pos_a, pos_b in _bucket_pairs(starts, lengths, self._max_bucket):
-                for lo in range(0, len(pos_a), _VERIFY_PAIRS):
-                    a = idx[pos_a[lo : lo + _VERIFY_PAIRS]]
-                    b = idx[pos_b[lo : lo + _VERIFY_PAIRS]]
-                    pair_band = band[pos_a[lo : lo + _VERIFY_PAIRS]]
+                for lo in range(0, len(pos_a), VERIFY_BATCH_PAIRS):
+                    a = idx[pos_a[lo : lo + VERIFY_BATCH_PAIRS]]
+                    b = idx[pos_b[lo : lo + VERIFY_BATCH_PAIRS]]
+                    pair_band = band[pos_a[lo : lo + VERIFY_BATCH_PAIRS]]
                     # One read for both sides: the members of a bucket appear on both, and each row is read once.
                     sigs = self._sigs.take(np.concatenate((a, b)))
                     jaccard, _, first = verify(sigs[: len(a)], sigs[len(a) :], pair_band, params)

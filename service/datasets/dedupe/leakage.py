@@ -19,6 +19,7 @@ from service.datasets.dedupe.minhash import (
     DEFAULT_MEMORY_BUDGET,
     DEFAULT_NUM_PERM,
     DEFAULT_SHINGLE_SIZE,
+    VERIFY_BATCH_PAIRS,
     MinHashParams,
     Sketcher,
     Sketches,
@@ -26,9 +27,6 @@ from service.datasets.dedupe.minhash import (
     verify,
 )
 from service.datasets.dedupe.storage import read_rows
-
-_VERIFY_PAIRS = 8192
-
 
 # Version 2: one-permutation signatures and vectorised word hashes; version 1 files (per-permutation MinHash) are
 # not comparable with them and are refused.
@@ -310,7 +308,7 @@ def _near_pass(
         # key never materialises millions of pairs at once.
         cumulative = np.cumsum(count)
         total = int(cumulative[-1]) if len(cumulative) else 0
-        cuts = np.searchsorted(cumulative, np.arange(_VERIFY_PAIRS, total, _VERIFY_PAIRS), side="left") + 1
+        cuts = np.searchsorted(cumulative, np.arange(VERIFY_BATCH_PAIRS, total, VERIFY_BATCH_PAIRS), side="left") + 1
         for first, last in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [len(keep)])), strict=True):
             slice_count = count[first:last]
             pairs = int(slice_count.sum())

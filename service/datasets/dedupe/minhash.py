@@ -883,6 +883,10 @@ def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray, params: MinHashParams
     return np.clip(matches / np.maximum(counted, 1), 0.0, 1.0)
 
 
+# Candidate pairs verified at once: bounds the (pairs x bins) temporaries of ``verify`` to a few MiB.
+VERIFY_BATCH_PAIRS = 8192
+
+
 def verify(
     sig_a: np.ndarray, sig_b: np.ndarray, band: np.ndarray, params: MinHashParams
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -182,3 +182,31 @@ def test_the_extension_is_built_where_a_compiler_is_available() -> None:
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler on this machine")
     assert tokens._native_counter("cl100k_base") is not None
+
+
+@pytest.fixture
+def fresh_native_counters():
+    tokens._native_counter.cache_clear()
+    yield
+    tokens._native_counter.cache_clear()
+
+
+def test_without_bpe_openai_the_fallback_is_tiktoken(monkeypatch: pytest.MonkeyPatch, fresh_native_counters) -> None:
+    monkeypatch.setattr(tokens, "_rust_counter", lambda name: None)
+    counter = token_counter("o200k_base", backend="native")
+    text = "a\u0378b " * 3
+    assert counter(text) == len(get_encoding("o200k_base").encode_ordinary(text))
+
+
+def test_without_the_extension_auto_uses_bpe_openai(monkeypatch: pytest.MonkeyPatch, fresh_native_counters) -> None:
+    import sys
+
+    import service
+
+    monkeypatch.delattr(service, "_tokcount", raising=False)
+    monkeypatch.setitem(sys.modules, "service._tokcount", None)  # makes the import fail
+    assert tokens._native_counter("o200k_base") is None
+    counter = token_counter("o200k_base")
+    assert counter is tokens._rust_counter("o200k_base")
+    with pytest.raises(tokens.TokenizerUnavailable, match="native"):
+        token_counter("o200k_base", backend="native")
