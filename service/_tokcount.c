@@ -476,6 +476,7 @@ static PyObject *Counter_count(Counter *self, PyObject *text) {
         PyErr_SetString(PyExc_TypeError, "count() takes a str");
         return NULL;
     }
+    if (PyUnicode_READY(text) < 0) return NULL;  /* legacy strings of old C APIs have no canonical form yet */
     Py_ssize_t n = count_text(self, text);
     if (n >= 0) return PyLong_FromSsize_t(n);
     self->fallbacks++;
@@ -488,6 +489,7 @@ static PyObject *Counter_native_count(Counter *self, PyObject *text) {
         PyErr_SetString(PyExc_TypeError, "native_count() takes a str on an initialised Counter");
         return NULL;
     }
+    if (PyUnicode_READY(text) < 0) return NULL;
     Py_ssize_t n = count_text(self, text);
     if (n < 0) Py_RETURN_NONE;
     return PyLong_FromSsize_t(n);
@@ -499,6 +501,7 @@ static PyObject *Counter_pieces(Counter *self, PyObject *text) {
         PyErr_SetString(PyExc_TypeError, "pieces() takes a str on an initialised Counter");
         return NULL;
     }
+    if (PyUnicode_READY(text) < 0) return NULL;
     Text t = {PyUnicode_KIND(text), PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text), self->classes};
     PyObject *out = PyList_New(0);
     if (out == NULL) return NULL;
