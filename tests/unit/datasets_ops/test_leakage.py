@@ -133,7 +133,7 @@ def test_small_verification_slices_agree(
     train, test, _, _ = train_test
     train_sig, test_sig = build(train, tmp_path), build(test, tmp_path)
     expected = find_leakage(train_sig, test_sig)
-    monkeypatch.setattr(leakage, "_VERIFY_PAIRS", 3)
+    monkeypatch.setattr(leakage, "VERIFY_BATCH_PAIRS", 3)
     assert find_leakage(train_sig, test_sig) == expected
 
 
