@@ -221,6 +221,28 @@ static Py_ssize_t space_piece(const Text *t, Py_ssize_t pos, Py_ssize_t j) {
     return pos + 1;
 }
 
+/* End of \p{N}{1,3} from pos (a number character). */
+static inline Py_ssize_t number_piece(const Text *t, Py_ssize_t pos) {
+    Py_ssize_t e = pos + 1;
+    while (e < t->n && e < pos + 3 && (CLS(t, e) & C_N)) e++;
+    return e;
+}
+
+/* End of " ?[^\s\p{L}\p{N}]+" followed by line breaks (and slashes when ``slash``: o200k's [\r\n/]*), or pos when
+ * it does not match there. */
+static Py_ssize_t punct_piece(const Text *t, Py_ssize_t pos, int slash) {
+    const Py_ssize_t n = t->n;
+    Py_ssize_t i = (CH(t, pos) == ' ' && pos + 1 < n && is_punct(t, pos + 1)) ? pos + 1 : pos;
+    if (!is_punct(t, i)) return pos;
+    while (i < n && is_punct(t, i)) i++;
+    while (i < n) {
+        Py_UCS4 ch = CH(t, i);
+        if (!is_crlf(ch) && !(slash && ch == '/')) break;
+        i++;
+    }
+    return i;
+}
+
 /* cl100k_base as tiktoken writes it:
  * '(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s */
 static Py_ssize_t next_cl100k(const Text *t, Py_ssize_t pos) {
@@ -237,17 +259,9 @@ static Py_ssize_t next_cl100k(const Text *t, Py_ssize_t pos) {
         while (i < n && (CLS(t, i) & C_L)) i++;
         return i;
     }
-    if (cl & C_N) {
-        Py_ssize_t e = pos + 1;
-        while (e < n && e < pos + 3 && (CLS(t, e) & C_N)) e++;
-        return e;
-    }
-    i = (ch == ' ' && pos + 1 < n && is_punct(t, pos + 1)) ? pos + 1 : pos;
-    if (is_punct(t, i)) {
-        while (i < n && is_punct(t, i)) i++;
-        while (i < n && is_crlf(CH(t, i))) i++;
-        return i;
-    }
+    if (cl & C_N) return number_piece(t, pos);
+    Py_ssize_t e = punct_piece(t, pos, 0);
+    if (e > pos) return e;
     /* whitespace */
     Py_ssize_t j = space_run(t, pos);
     if (j == n) return n;  /* \s++$ */
@@ -286,21 +300,9 @@ static Py_ssize_t next_o200k(const Text *t, Py_ssize_t pos) {
             return contraction(t, e);
         }
     }
-    if (cl & C_N) {
-        Py_ssize_t e = pos + 1;
-        while (e < n && e < pos + 3 && (CLS(t, e) & C_N)) e++;
-        return e;
-    }
-    Py_ssize_t i = (ch == ' ' && pos + 1 < n && is_punct(t, pos + 1)) ? pos + 1 : pos;
-    if (is_punct(t, i)) {
-        while (i < n && is_punct(t, i)) i++;
-        while (i < n) {
-            Py_UCS4 c2 = CH(t, i);
-            if (!is_crlf(c2) && c2 != '/') break;
-            i++;
-        }
-        return i;
-    }
+    if (cl & C_N) return number_piece(t, pos);
+    Py_ssize_t e = punct_piece(t, pos, 1);
+    if (e > pos) return e;
     return space_piece(t, pos, space_run(t, pos));
 }
 
