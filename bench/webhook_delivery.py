@@ -32,9 +32,9 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
+from service.net import OutboundPolicy
 from service.webhooks.sender import AsyncWebhookSender, DeliveryOutcome, WebhookSender
 from service.webhooks.signing import build_headers, generate_secret
-from service.webhooks.ssrf import SsrfPolicy
 
 ENDPOINTS = 50
 
@@ -135,7 +135,7 @@ def _summarise(name: str, records: list[tuple[Endpoint, float, DeliveryOutcome]]
 
 
 async def run_concurrent(
-    endpoints: list[Endpoint], events: int, rate: float, policy: SsrfPolicy, timeout: float
+    endpoints: list[Endpoint], events: int, rate: float, policy: OutboundPolicy, timeout: float
 ) -> Result:
     records: list[tuple[Endpoint, float, DeliveryOutcome]] = []
     async with AsyncWebhookSender(policy, timeout=timeout, max_concurrency=128, per_host_limit=8) as sender:
@@ -155,7 +155,7 @@ async def run_concurrent(
     return _summarise("concurrent (async)", records, wall)
 
 
-def run_sequential(endpoints: list[Endpoint], events: int, rate: float, policy: SsrfPolicy, timeout: float) -> Result:
+def run_sequential(endpoints: list[Endpoint], events: int, rate: float, policy: OutboundPolicy, timeout: float) -> Result:
     records: list[tuple[Endpoint, float, DeliveryOutcome]] = []
     with WebhookSender(policy, timeout=timeout) as sender:
         start = time.perf_counter()
@@ -306,7 +306,7 @@ def main() -> None:
         endpoints = [
             Endpoint(f"http://127.0.0.1:{ports[i]}/hook", behaviour[i][0], generate_secret()) for i in range(ENDPOINTS)
         ]
-        policy = SsrfPolicy.from_allowlist(["127.0.0.1/32"], allow_http=True)
+        policy = OutboundPolicy.from_allowlist(["127.0.0.1/32"], allow_http=True)
         deliveries = args.events * ENDPOINTS
         print(
             f"webhook delivery: {ENDPOINTS} endpoints ({ENDPOINTS - args.slow - args.failing} healthy, "

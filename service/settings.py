@@ -10,9 +10,10 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EMBEDDED_BROKER = "memory://"
 
@@ -67,9 +68,16 @@ class Settings(BaseSettings):
     poll_min_s: float = Field(default=1.0, description="Shortest delay between two polls of one job.")
     poll_max_s: float = Field(default=300.0, description="Longest delay between two polls of one job.")
 
-    webhook_allow_http: bool = Field(default=False, description="Allow http:// webhook URLs (development only).")
-    webhook_allowlist: list[str] = Field(
-        default_factory=list, description="CIDRs / hosts that webhooks may reach despite the SSRF guard."
+    outbound_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs / hosts (*.suffix allowed) that user-given URLs (webhooks, evaluation endpoints, judges, "
+        "provider base URLs) may reach despite the SSRF guard; separated by ',' or as a JSON list.",
+    )
+    outbound_allow_http: bool = Field(default=False, description="Allow http:// in user-given URLs (development).")
+    # The names these had when only webhooks were guarded; still read, and merged with the outbound_* values.
+    webhook_allow_http: bool = Field(default=False, description="Old name of outbound_allow_http (still read).")
+    webhook_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Old name of outbound_allowlist (still read, merged with it)."
     )
     webhook_timeout_s: float = 15.0
     webhook_connect_timeout_s: float = 5.0
@@ -97,6 +105,26 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    @field_validator("outbound_allowlist", "webhook_allowlist", mode="before")
+    @classmethod
+    def _host_list(cls, v: object) -> object:
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return v
+
+    @field_validator("outbound_allowlist", "webhook_allowlist")
+    @classmethod
+    def _valid_entries(cls, v: list[str]) -> list[str]:
+        from service.net.policy import OutboundPolicy
+
+        OutboundPolicy.from_allowlist(v)  # a malformed entry stops the server at start, naming the entry
+        return v
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -45,11 +45,19 @@ def _reset_database(url: str) -> None:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """Fresh settings, database and data directory for one test."""
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """Fresh settings, database and data directory for one test.
+
+    Test servers (the OpenAI emulator, webhook receivers, model servers) listen on loopback over http, so outbound
+    URLs may reach loopback here; tests marked ``strict_outbound`` get the production policy instead."""
     from service import clock, db, queue
     from service.settings import get_settings, reset_settings_cache
 
+    for name in ("OUTBOUND_ALLOWLIST", "OUTBOUND_ALLOW_HTTP", "WEBHOOK_ALLOWLIST", "WEBHOOK_ALLOW_HTTP"):
+        monkeypatch.delenv(f"FINETUNE_{name}", raising=False)
+    if request.node.get_closest_marker("strict_outbound") is None:
+        monkeypatch.setenv("FINETUNE_OUTBOUND_ALLOWLIST", "127.0.0.1/32,::1/128,localhost")
+        monkeypatch.setenv("FINETUNE_OUTBOUND_ALLOW_HTTP", "true")
     monkeypatch.setenv("FINETUNE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("FINETUNE_SECRET_KEY", "test-secret-key-0123456789")
     monkeypatch.setenv("FINETUNE_POLL_SCALE", "0.01")
@@ -148,6 +156,14 @@ def worker(settings, _embedded_worker):  # type: ignore[no-untyped-def]
     sweeper.start_thread()
     yield _embedded_worker
     sweeper.stop()
+
+
+@pytest.fixture
+def make_resolver():  # type: ignore[no-untyped-def]
+    """``make_resolver({"name": ["10.0.0.1"]}, calls)``: a DNS stand-in for ``service.net`` (see helpers)."""
+    from helpers import static_resolver
+
+    return static_resolver
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from service import metrics
 from service.clock import utcnow
 from service.events.models import Event
 from service.events.service import envelope
+from service.net import outbound_policy
 from service.settings import Settings, get_settings
 from service.webhooks import service as endpoints
 from service.webhooks.models import Delivery, DeliveryAttempt, WebhookEndpoint
@@ -43,12 +44,13 @@ def lease_seconds(settings: Settings) -> float:
 
 def sender_for(settings: Settings) -> WebhookSender:
     """One keep-alive sender per policy and process."""
-    key = (tuple(settings.webhook_allowlist), settings.webhook_allow_http, settings.webhook_timeout_s)
+    policy = outbound_policy(settings)
+    key = (policy, settings.webhook_timeout_s)
     with _lock:
         s = _senders.get(key)
         if s is None:
             s = _senders[key] = WebhookSender(
-                endpoints.policy(settings),
+                policy,
                 timeout=settings.webhook_timeout_s,
                 connect_timeout=settings.webhook_connect_timeout_s,
             )

@@ -37,12 +37,11 @@ from sqlmodel import Session, select
 from service import queue
 from service.clock import utcnow
 from service.db import get_engine
+from service.net import OutboundPolicy, UrlNotAllowed, check_url, outbound_policy
 from service.settings import Settings, get_settings
-from service.webhooks import service as endpoints
 from service.webhooks.delivery import Message, lease_seconds, prepare, record_outcome
 from service.webhooks.models import Delivery, WebhookEndpoint
 from service.webhooks.sender import AsyncWebhookSender, DeliveryOutcome, Disposition
-from service.webhooks.ssrf import SsrfError, SsrfPolicy, check_url
 from service.work import back_off
 
 log = logging.getLogger(__name__)
@@ -163,7 +162,7 @@ class Dispatcher:
         self.owner = owner or f"dispatch-{uuid.uuid4().hex}"
         self.lease_s = lease_seconds(s)
         self.poll_s = max(0.05, s.sweep_interval_s)
-        self.policy: SsrfPolicy = endpoints.policy(s)
+        self.policy: OutboundPolicy = outbound_policy(s)
         self.report = DispatchReport()
         self._lock = threading.Lock()  # counters (claims run on a database thread) and the poke handshake
         self._by_endpoint: Counter[str] = Counter()
@@ -192,7 +191,7 @@ class Dispatcher:
         if c.endpoint_id not in self._host_of:
             try:
                 target = check_url(c.url, self.policy)
-            except SsrfError:
+            except UrlNotAllowed:
                 host = None  # the sender refuses it without taking a slot
             else:
                 host = f"{target.host}:{target.port}"  # the sender's per-host key
@@ -421,8 +420,7 @@ def _key(settings: Settings) -> tuple[Any, ...]:
     return (
         settings.sqlalchemy_url,
         str(settings.data_dir),
-        tuple(settings.webhook_allowlist),
-        settings.webhook_allow_http,
+        outbound_policy(settings),
         settings.webhook_timeout_s,
         settings.webhook_connect_timeout_s,
         settings.webhook_dispatch_concurrency,

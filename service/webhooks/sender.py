@@ -1,4 +1,4 @@
-"""One webhook POST and what came of it: success, retry later, gone for good, or refused by the SSRF policy.
+"""One webhook POST and what came of it: success, retry later, gone for good, or refused by the outbound policy.
 
 Nothing here knows about endpoints, events or the database; the caller records the ``DeliveryOutcome`` and asks
 ``schedule`` when to try again. Redirects are never followed (a receiver could bounce us to an internal address, and a
@@ -24,16 +24,8 @@ from enum import StrEnum
 
 import httpx
 
-from service.webhooks.ssrf import (
-    AsyncGuardedTransport,
-    GuardedTransport,
-    Resolver,
-    SsrfError,
-    SsrfPolicy,
-    VerifyTypes,
-    check_url,
-    system_resolver,
-)
+from service.net import AsyncGuardedTransport, GuardedTransport, OutboundPolicy, Resolver, UrlNotAllowed, check_url
+from service.net.transport import VerifyTypes
 
 EXCERPT_BYTES = 2048
 MAX_ERROR_CHARS = 500
@@ -46,7 +38,7 @@ class Disposition(StrEnum):
     SUCCESS = "success"  # 2xx: done
     RETRY = "retry"  # 3xx, 4xx other than 410, 5xx, timeouts, connection errors: try again on the schedule
     GONE = "gone"  # 410: the receiver asks us to stop; disable the endpoint
-    REFUSED = "refused"  # the SSRF policy blocked the URL or its address; nothing was sent
+    REFUSED = "refused"  # the outbound policy blocked the URL or its address; nothing was sent
 
 
 @dataclass(frozen=True)
@@ -152,7 +144,7 @@ def _classify(response: httpx.Response, raw_excerpt: bytes, duration_ms: int, re
     return DeliveryOutcome(Disposition.RETRY, duration_ms, status, excerpt, error, retry_after, remote)
 
 
-def _refused(exc: SsrfError, start: float) -> DeliveryOutcome:
+def _refused(exc: UrlNotAllowed, start: float) -> DeliveryOutcome:
     return DeliveryOutcome(Disposition.REFUSED, _elapsed_ms(start), error=_clip(str(exc)))
 
 
@@ -178,11 +170,11 @@ class WebhookSender:
 
     def __init__(
         self,
-        policy: SsrfPolicy,
+        policy: OutboundPolicy,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
-        resolver: Resolver = system_resolver,
+        resolver: Resolver | None = None,
         verify: VerifyTypes = True,
         user_agent: str = USER_AGENT,
     ) -> None:
@@ -202,7 +194,7 @@ class WebhookSender:
         start = time.perf_counter()
         try:
             target = check_url(url, self.policy)
-        except SsrfError as exc:
+        except UrlNotAllowed as exc:
             return _refused(exc, start)
         deadline = start + self._connect_timeout + self._timeout
         try:
@@ -210,7 +202,7 @@ class WebhookSender:
                 remote = _remote_address(response)
                 raw = self._read_excerpt(response, deadline)
                 return _classify(response, raw, _elapsed_ms(start), remote)
-        except SsrfError as exc:
+        except UrlNotAllowed as exc:
             return _refused(exc, start)
         except httpx.HTTPError as exc:
             return DeliveryOutcome(
@@ -242,7 +234,7 @@ class WebhookSender:
 
 
 @functools.lru_cache(maxsize=8)
-def _shared_sender(policy: SsrfPolicy, timeout: float, connect_timeout: float, pid: int) -> WebhookSender:
+def _shared_sender(policy: OutboundPolicy, timeout: float, connect_timeout: float, pid: int) -> WebhookSender:
     # Keyed by pid: a pool inherited through fork (Celery prefork) would share sockets between processes.
     return WebhookSender(policy, timeout=timeout, connect_timeout=connect_timeout)
 
@@ -252,7 +244,7 @@ def send(
     headers: Mapping[str, str],
     body: bytes,
     *,
-    policy: SsrfPolicy | None = None,
+    policy: OutboundPolicy | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> DeliveryOutcome:
@@ -260,7 +252,7 @@ def send(
 
     ``policy`` defaults to the strict one (https, public addresses only).
     """
-    sender = _shared_sender(policy or SsrfPolicy(), timeout, connect_timeout, os.getpid())
+    sender = _shared_sender(policy or OutboundPolicy(), timeout, connect_timeout, os.getpid())
     return sender.send(url, headers, body)
 
 
@@ -378,13 +370,13 @@ class AsyncWebhookSender:
 
     def __init__(
         self,
-        policy: SsrfPolicy,
+        policy: OutboundPolicy,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
         max_concurrency: int = 64,
         per_host_limit: int = 8,
-        resolver: Resolver = system_resolver,
+        resolver: Resolver | None = None,
         verify: VerifyTypes = True,
         user_agent: str = USER_AGENT,
     ) -> None:
@@ -414,7 +406,7 @@ class AsyncWebhookSender:
         start = time.perf_counter()
         try:
             target = check_url(url, self.policy)
-        except SsrfError as exc:
+        except UrlNotAllowed as exc:
             return _refused(exc, start)
         host_key = f"{target.host}:{target.port}"
         host_slot = self._hosts.acquire_ref(host_key)
@@ -433,7 +425,7 @@ class AsyncWebhookSender:
             async with asyncio.timeout(budget):
                 request = self._client.build_request("POST", url, headers=_request_headers(headers), content=body)
                 response = await self._client.send(request, stream=True)
-        except SsrfError as exc:
+        except UrlNotAllowed as exc:
             return _refused(exc, start)
         except TimeoutError:
             return DeliveryOutcome(Disposition.RETRY, _elapsed_ms(start), error=f"no response within {budget:g} s")

@@ -1,4 +1,4 @@
-"""Webhook endpoints of a project: registration behind the SSRF policy, secrets shown once and rotated with overlap."""
+"""Webhook endpoints of a project: registration behind the outbound policy, secrets shown once and rotated with overlap."""
 
 from __future__ import annotations
 
@@ -12,26 +12,19 @@ from service.clock import utcnow
 from service.errors import InvalidInput, NotFound
 from service.events import service as events
 from service.events.models import Event
+from service.net import allowed_url, outbound_policy
 from service.secrets import decrypt_secret, encrypt_secret
 from service.settings import Settings
 from service.webhooks.models import Delivery, WebhookEndpoint
 from service.webhooks.signing import generate_secret
-from service.webhooks.ssrf import SsrfError, SsrfPolicy, check_url
 
 PURPOSE = "webhook-secrets"
 ROTATION_OVERLAP = timedelta(hours=24)
 KNOWN_TYPES = {t.value for t in EventType}
 
 
-def policy(settings: Settings) -> SsrfPolicy:
-    return SsrfPolicy.from_allowlist(settings.webhook_allowlist, allow_http=settings.webhook_allow_http)
-
-
 def _check_url(settings: Settings, url: str) -> str:
-    try:
-        return check_url(url, policy(settings)).url
-    except SsrfError as exc:
-        raise InvalidInput(f"webhook URL refused: {exc}", code="webhook_url_refused") from exc
+    return allowed_url(url, field="url", policy=outbound_policy(settings))
 
 
 def _check_types(types: list[str]) -> list[str]:

@@ -66,6 +66,7 @@ def hook_client(local_hooks, worker):
         yield c
 
 
+@pytest.mark.strict_outbound
 def test_registration_refuses_internal_addresses(client, project):
     for url in (
         "https://127.0.0.1/x",
@@ -76,7 +77,7 @@ def test_registration_refuses_internal_addresses(client, project):
         "http://example.com/x",
     ):
         r = client.post("/v1/webhook-endpoints", json={"url": url}, headers=project["headers"])
-        assert r.status_code == 422 and r.json()["code"] == "webhook_url_refused", (url, r.text)
+        assert r.status_code == 422 and r.json()["code"] == "url_not_allowed", (url, r.text)
 
 
 def test_events_are_signed_retried_and_logged(hook_client, project, receiver, chat_jsonl):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import socket
 import ssl
 import sys
@@ -22,8 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from service.net import OutboundPolicy
 from service.webhooks.signing import generate_secret
-from service.webhooks.ssrf import SsrfPolicy
 
 
 @dataclass
@@ -248,27 +247,9 @@ def tls_receiver_factory(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
 
 
 @pytest.fixture
-def local_policy() -> SsrfPolicy:
+def local_policy() -> OutboundPolicy:
     """What a test deployment sets: http allowed and the loopback receiver allowlisted."""
-    return SsrfPolicy.from_allowlist(["127.0.0.1/32"], allow_http=True)
-
-
-def static_resolver(mapping: dict[str, list[str]], calls: list[str] | None = None):  # type: ignore[no-untyped-def]
-    """A resolver answering from ``mapping`` (unknown names fail like DNS does), recording each lookup."""
-
-    def resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-        if calls is not None:
-            calls.append(host)
-        if host not in mapping:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return [ipaddress.ip_address(a) for a in mapping[host]]
-
-    return resolve
-
-
-@pytest.fixture
-def make_resolver():  # type: ignore[no-untyped-def]
-    return static_resolver
+    return OutboundPolicy.from_allowlist(["127.0.0.1/32"], allow_http=True)
 
 
 def closed_port() -> int:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from service.net import AsyncGuardedTransport, OutboundPolicy, resolve_checked
 from service.webhooks.sender import (
     EXCERPT_BYTES,
     AsyncWebhookSender,
@@ -20,14 +21,13 @@ from service.webhooks.sender import (
     send,
 )
 from service.webhooks.signing import build_headers
-from service.webhooks.ssrf import AsyncGuardedTransport, SsrfPolicy, resolve_checked
 
 BODY = json.dumps({"id": "evt_1", "type": "ping", "data": {"object": {}}}).encode()
 HEADERS = {"content-type": "application/json"}
 
 
 @pytest.fixture
-def sender(local_policy: SsrfPolicy):  # type: ignore[no-untyped-def]
+def sender(local_policy: OutboundPolicy):  # type: ignore[no-untyped-def]
     with WebhookSender(local_policy, timeout=2.0, connect_timeout=1.0) as s:
         yield s
 
@@ -100,7 +100,7 @@ def test_parse_retry_after_forms() -> None:
     assert parse_retry_after(None, now) is None
 
 
-def test_timeout_is_retried_quickly(local_policy: SsrfPolicy, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_timeout_is_retried_quickly(local_policy: OutboundPolicy, receiver) -> None:  # type: ignore[no-untyped-def]
     with WebhookSender(local_policy, timeout=0.3, connect_timeout=0.3) as fast:
         start = time.perf_counter()
         outcome = fast.send(receiver.url("/slow?delay=5"), HEADERS, BODY)
@@ -146,9 +146,9 @@ def test_cookies_are_not_kept_between_deliveries(sender: WebhookSender, receiver
 
 
 def test_strict_policy_refuses_local_receiver_and_sends_nothing(receiver) -> None:  # type: ignore[no-untyped-def]
-    with WebhookSender(SsrfPolicy(allow_http=True)) as strict:
+    with WebhookSender(OutboundPolicy(allow_http=True)) as strict:
         outcome = strict.send(receiver.url("/ok"), HEADERS, BODY)
-        https_only = WebhookSender(SsrfPolicy()).send(receiver.url("/ok"), HEADERS, BODY)
+        https_only = WebhookSender(OutboundPolicy()).send(receiver.url("/ok"), HEADERS, BODY)
     assert outcome.disposition is Disposition.REFUSED
     assert outcome.error == "refused: loopback address 127.0.0.1"
     assert https_only.disposition is Disposition.REFUSED and "https" in (https_only.error or "")
@@ -157,7 +157,7 @@ def test_strict_policy_refuses_local_receiver_and_sends_nothing(receiver) -> Non
 
 def test_hostname_resolving_to_private_address_is_refused_at_delivery(make_resolver, receiver) -> None:  # type: ignore[no-untyped-def]
     resolver = make_resolver({"hooks.example.com": ["10.0.0.7"]})
-    with WebhookSender(SsrfPolicy(allow_http=True), resolver=resolver) as s:
+    with WebhookSender(OutboundPolicy(allow_http=True), resolver=resolver) as s:
         outcome = s.send(f"http://hooks.example.com:{receiver.port}/ok", HEADERS, BODY)
     assert outcome.disposition is Disposition.REFUSED
     assert outcome.error == "refused: private address 10.0.0.7 (resolved from hooks.example.com)"
@@ -167,7 +167,7 @@ def test_connects_to_the_address_it_checked_and_keeps_the_host_header(make_resol
     calls: list[str] = []
     # System DNS has never heard of receiver.test: only our checked answer can reach the receiver.
     resolver = make_resolver({"receiver.test": ["127.0.0.1"]}, calls)
-    policy = SsrfPolicy.from_allowlist(["127.0.0.1/32"], allow_http=True)
+    policy = OutboundPolicy.from_allowlist(["127.0.0.1/32"], allow_http=True)
     with WebhookSender(policy, resolver=resolver) as s:
         outcome = s.send(receiver.url("/ok", host="receiver.test"), HEADERS, BODY)
     assert outcome.disposition is Disposition.SUCCESS, outcome.error
@@ -181,7 +181,7 @@ def test_dns_rebinding_after_registration_is_refused(make_resolver, receiver) ->
     def rebinding(host: str, port: int):  # type: ignore[no-untyped-def]
         return make_resolver({host: next(answers)})(host, port)
 
-    policy = SsrfPolicy(allow_http=True)
+    policy = OutboundPolicy(allow_http=True)
     resolve_checked("rebind.example", receiver.port, policy, rebinding)  # registration-time check passes
     with WebhookSender(policy, resolver=rebinding) as s:
         outcome = s.send(f"http://rebind.example:{receiver.port}/ok", HEADERS, BODY)
@@ -191,7 +191,7 @@ def test_dns_rebinding_after_registration_is_refused(make_resolver, receiver) ->
 
 
 def test_unresolvable_host_is_a_retryable_connection_error(make_resolver) -> None:  # type: ignore[no-untyped-def]
-    with WebhookSender(SsrfPolicy(), resolver=make_resolver({})) as s:
+    with WebhookSender(OutboundPolicy(), resolver=make_resolver({})) as s:
         outcome = s.send("https://gone.example/hook", HEADERS, BODY)
     assert outcome.disposition is Disposition.RETRY
     assert "could not resolve gone.example" in (outcome.error or "")
@@ -199,7 +199,7 @@ def test_unresolvable_host_is_a_retryable_connection_error(make_resolver) -> Non
 
 def test_tls_uses_the_hostname_for_sni_and_certificate_checks(make_resolver, tls_receiver_factory) -> None:  # type: ignore[no-untyped-def]
     rcv, cert = tls_receiver_factory("receiver.test")
-    policy = SsrfPolicy.from_allowlist(["127.0.0.1/32"])
+    policy = OutboundPolicy.from_allowlist(["127.0.0.1/32"])
     resolver = make_resolver({"receiver.test": ["127.0.0.1"], "alias.test": ["127.0.0.1"]})
     with WebhookSender(policy, resolver=resolver, verify=cert.client_context()) as s:
         ok = s.send(rcv.url("/ok", host="receiver.test"), HEADERS, BODY)
@@ -211,14 +211,14 @@ def test_tls_uses_the_hostname_for_sni_and_certificate_checks(make_resolver, tls
     assert rcv.paths() == ["/ok"]
 
 
-def test_module_level_send_reuses_a_shared_sender(local_policy: SsrfPolicy, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_module_level_send_reuses_a_shared_sender(local_policy: OutboundPolicy, receiver) -> None:  # type: ignore[no-untyped-def]
     first = send(receiver.url("/ok"), HEADERS, BODY, policy=local_policy, timeout=2.0)
     second = send(receiver.url("/status/410"), HEADERS, BODY, policy=local_policy, timeout=2.0)
     assert (first.disposition, second.disposition) == (Disposition.SUCCESS, Disposition.GONE)
     assert send(receiver.url("/ok"), HEADERS, BODY).disposition is Disposition.REFUSED  # default policy is strict
 
 
-def test_invalid_timeouts_are_rejected(local_policy: SsrfPolicy) -> None:
+def test_invalid_timeouts_are_rejected(local_policy: OutboundPolicy) -> None:
     with pytest.raises(ValueError, match="positive"):
         WebhookSender(local_policy, timeout=0)
 
@@ -228,7 +228,7 @@ async def _timed(sender: AsyncWebhookSender, url: str, t0: float) -> tuple[str, 
     return outcome.disposition.value, time.perf_counter() - t0
 
 
-def test_async_slow_host_does_not_hold_up_other_hosts(local_policy: SsrfPolicy, receiver, second_receiver) -> None:  # type: ignore[no-untyped-def]
+def test_async_slow_host_does_not_hold_up_other_hosts(local_policy: OutboundPolicy, receiver, second_receiver) -> None:  # type: ignore[no-untyped-def]
     slow_url = second_receiver.url("/slow?delay=1.0")
 
     async def main() -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
@@ -246,7 +246,7 @@ def test_async_slow_host_does_not_hold_up_other_hosts(local_policy: SsrfPolicy, 
     assert max(t for _, t in slow) >= 2.9  # 6 requests, 2 at a time, 1 s each
 
 
-def test_async_deliver_many_keeps_order_and_classifies(local_policy: SsrfPolicy, receiver, unused_port: int) -> None:  # type: ignore[no-untyped-def]
+def test_async_deliver_many_keeps_order_and_classifies(local_policy: OutboundPolicy, receiver, unused_port: int) -> None:  # type: ignore[no-untyped-def]
     messages = [
         OutgoingWebhook(receiver.url("/ok"), HEADERS, BODY),
         OutgoingWebhook(receiver.url("/status/500"), HEADERS, BODY),
@@ -276,7 +276,7 @@ def test_async_deliver_many_keeps_order_and_classifies(local_policy: SsrfPolicy,
     assert "/redirect" in receiver.paths() and receiver.paths().count("/ok") == 1
 
 
-def test_async_timeout_bounds_the_whole_exchange(local_policy: SsrfPolicy, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_async_timeout_bounds_the_whole_exchange(local_policy: OutboundPolicy, receiver) -> None:  # type: ignore[no-untyped-def]
     async def main():  # type: ignore[no-untyped-def]
         async with AsyncWebhookSender(local_policy, timeout=0.3, connect_timeout=0.2) as s:
             return await s.send(receiver.url("/slow?delay=5"), HEADERS, BODY)
@@ -287,7 +287,7 @@ def test_async_timeout_bounds_the_whole_exchange(local_policy: SsrfPolicy, recei
     assert (outcome.disposition, outcome.error) == (Disposition.RETRY, "no response within 0.3 s")
 
 
-def test_async_budget_stops_a_receiver_trickling_its_headers(local_policy: SsrfPolicy, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_async_budget_stops_a_receiver_trickling_its_headers(local_policy: OutboundPolicy, receiver) -> None:  # type: ignore[no-untyped-def]
     async def main():  # type: ignore[no-untyped-def]
         async with AsyncWebhookSender(local_policy, timeout=0.5, connect_timeout=0.2) as s:
             return await s.send(receiver.url("/trickle"), HEADERS, BODY)
@@ -302,7 +302,7 @@ def test_async_rebinding_is_refused(make_resolver, receiver) -> None:  # type: i
     resolver = make_resolver({"hooks.example.com": ["192.168.1.20"]})
 
     async def main():  # type: ignore[no-untyped-def]
-        async with AsyncWebhookSender(SsrfPolicy(allow_http=True), resolver=resolver) as s:
+        async with AsyncWebhookSender(OutboundPolicy(allow_http=True), resolver=resolver) as s:
             return await s.send(f"http://hooks.example.com:{receiver.port}/ok", HEADERS, BODY)
 
     outcome = asyncio.run(main())
@@ -315,7 +315,7 @@ def test_retry_after_date_in_the_past_is_zero() -> None:
     assert parse_retry_after(past) == 0.0
 
 
-def test_idle_per_host_pools_are_evicted(local_policy: SsrfPolicy, receiver, second_receiver, make_resolver) -> None:  # type: ignore[no-untyped-def]
+def test_idle_per_host_pools_are_evicted(local_policy: OutboundPolicy, receiver, second_receiver, make_resolver) -> None:  # type: ignore[no-untyped-def]
     resolver = make_resolver({"receiver.test": ["127.0.0.1"]})
     made: list[AsyncGuardedTransport] = []
 

@@ -1,3 +1,5 @@
+"""The outbound policy: every spelling of an internal address, URL rules, the allowlist, resolution checks."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -5,20 +7,19 @@ import socket
 
 import pytest
 
-from service.webhooks.ssrf import (
-    BlockedAddressError,
+from service.net import (
     HostResolutionError,
-    SsrfError,
-    SsrfPolicy,
-    UrlPolicyError,
+    OutboundPolicy,
+    OutboundRefused,
+    UrlNotAllowed,
     blocked_reason,
     check_url,
     parse_ip_literal,
     resolve_checked,
 )
 
-STRICT = SsrfPolicy()
-DEV = SsrfPolicy(allow_http=True)
+STRICT = OutboundPolicy()
+DEV = OutboundPolicy(allow_http=True)
 
 
 @pytest.mark.parametrize(
@@ -60,13 +61,13 @@ DEV = SsrfPolicy(allow_http=True)
     ],
 )
 def test_internal_addresses_are_refused_in_every_spelling(url: str, reason: str) -> None:
-    with pytest.raises(BlockedAddressError, match=reason):
+    with pytest.raises(OutboundRefused, match=reason):
         check_url(url, DEV)
 
 
 def test_octal_dotted_quad_is_refused() -> None:
     # httpx rejects this spelling as a URL, which refuses it just as well (and it never reaches getaddrinfo).
-    with pytest.raises(SsrfError):
+    with pytest.raises(UrlNotAllowed):
         check_url("https://0177.0.0.1/", DEV)
 
 
@@ -112,7 +113,7 @@ def test_public_addresses_pass(address: str) -> None:
     ],
 )
 def test_url_policy_errors_name_the_rule(url: str, message: str) -> None:
-    with pytest.raises(UrlPolicyError, match=message):
+    with pytest.raises(UrlNotAllowed, match=message):
         check_url(url, STRICT)
 
 
@@ -126,16 +127,16 @@ def test_check_url_normalises_and_reports_the_target() -> None:
 
 
 def test_allowlist_opens_only_what_it_names() -> None:
-    policy = SsrfPolicy.from_allowlist(
+    policy = OutboundPolicy.from_allowlist(
         ["127.0.0.0/8", "::1", "hooks.internal", "*.svc.cluster.local", " "], allow_http=True
     )
     assert check_url("http://127.0.0.1:8080/hook", policy).ip == ipaddress.IPv4Address("127.0.0.1")
     assert check_url("http://[::1]:8080/hook", policy).port == 8080
     assert check_url("http://2130706433/", policy).ip == ipaddress.IPv4Address("127.0.0.1")
     assert check_url("http://[::ffff:127.0.0.1]/", policy).ip is not None  # the embedded address is allowlisted
-    with pytest.raises(BlockedAddressError, match="private"):
+    with pytest.raises(OutboundRefused, match="private"):
         check_url("http://10.0.0.1/", policy)
-    with pytest.raises(BlockedAddressError, match="metadata"):
+    with pytest.raises(OutboundRefused, match="metadata"):
         check_url("http://169.254.169.254/", policy)
 
     assert policy.host_allowed("HOOKS.internal.")
@@ -147,19 +148,19 @@ def test_allowlist_opens_only_what_it_names() -> None:
 @pytest.mark.parametrize("entry", ["not a host!", "10.0.0.0/33", "*.", "-bad.example"])
 def test_malformed_allowlist_entries_are_rejected(entry: str) -> None:
     with pytest.raises(ValueError, match="allowlist entry"):
-        SsrfPolicy.from_allowlist([entry])
+        OutboundPolicy.from_allowlist([entry])
 
 
 def test_hostname_resolving_to_a_private_address_is_refused(make_resolver) -> None:
     resolver = make_resolver({"hooks.example.com": ["10.0.0.5"]})
     check_url("https://hooks.example.com/", STRICT)  # nothing wrong with the URL itself
-    with pytest.raises(BlockedAddressError, match=r"private address 10\.0\.0\.5 \(resolved from hooks.example.com\)"):
+    with pytest.raises(OutboundRefused, match=r"private address 10\.0\.0\.5 \(resolved from hooks.example.com\)"):
         resolve_checked("hooks.example.com", 443, STRICT, resolver)
 
 
 def test_one_internal_record_among_public_ones_refuses_the_name(make_resolver) -> None:
     resolver = make_resolver({"mixed.example.com": ["93.184.216.34", "2606:2800:220:1::1", "127.0.0.1"]})
-    with pytest.raises(BlockedAddressError, match="loopback"):
+    with pytest.raises(OutboundRefused, match="loopback"):
         resolve_checked("mixed.example.com", 443, STRICT, resolver)
 
 
@@ -174,14 +175,14 @@ def test_resolved_addresses_are_returned_for_connecting(make_resolver) -> None:
 def test_literal_hosts_are_checked_without_dns(make_resolver) -> None:
     calls: list[str] = []
     resolver = make_resolver({}, calls)
-    with pytest.raises(BlockedAddressError, match="loopback"):
+    with pytest.raises(OutboundRefused, match="loopback"):
         resolve_checked("0x7f.1", 443, STRICT, resolver)
     assert resolve_checked("8.8.8.8", 443, STRICT, resolver) == [ipaddress.IPv4Address("8.8.8.8")]
     assert calls == []
 
 
 def test_allowlisted_host_name_may_resolve_internally(make_resolver) -> None:
-    policy = SsrfPolicy.from_allowlist(["hooks.internal"])
+    policy = OutboundPolicy.from_allowlist(["hooks.internal"])
     resolver = make_resolver({"hooks.internal": ["10.1.2.3"]})
     assert resolve_checked("hooks.internal", 443, policy, resolver) == [ipaddress.IPv4Address("10.1.2.3")]
 
@@ -195,5 +196,5 @@ def test_resolution_failures_are_reported_as_such(make_resolver) -> None:
 
 def test_system_resolver_result_is_checked() -> None:
     # "localhost" resolves through the real getaddrinfo (hosts file) to loopback.
-    with pytest.raises(BlockedAddressError, match="loopback"):
+    with pytest.raises(OutboundRefused, match="loopback"):
         resolve_checked("localhost", 443, STRICT)
