@@ -12,9 +12,9 @@ Senders alone: both go through the same SSRF guard, timeouts and signing; only t
 Service path: a SQLite database in a temporary data directory and an in-process worker with the in-memory broker, as
 ``finetune serve`` runs them (``--worker-threads``, default 2 like ``FINETUNE_WORKER_CONCURRENCY``). Each event is
 written through the outbox (``events.record``), fanned out into delivery rows by the real ``fanout``, and delivered
-either by the dispatcher (``webhooks.dispatch``, woken once per event: what the ``events.fanout`` task does now) or,
-as the baseline, by one ``webhooks.deliver`` task per delivery (what it did before). The fan-out runs right after the
-event commits; in the service an event waits for the sweeper's next pass (``FINETUNE_SWEEP_INTERVAL_S``) before it is
+by the dispatcher (``webhooks.dispatch``, woken once per event: what the ``events.fanout`` task does). (The
+one-task-per-delivery path it replaced was removed from the service; the sequential sender above is its baseline.) The
+fan-out runs right after the event commits; in the service an event waits for the sweeper's next pass (``FINETUNE_SWEEP_INTERVAL_S``) before it is
 fanned out, which this leaves out. Lag is from the event's ``created_at`` to the end of the first attempt recorded in
 ``delivery_attempts``; retries fall after the measurement.
 """
@@ -169,13 +169,11 @@ def run_sequential(endpoints: list[Endpoint], events: int, rate: float, policy: 
     return _summarise("naive sequential", records, wall)
 
 
-def run_service(
-    endpoints: list[Endpoint], events: int, rate: float, timeout: float, mode: str, data_dirs: list[str]
-) -> Result:
-    """Events -> delivery rows in a fresh SQLite database -> the worker; ``mode`` is "dispatcher" or "per-delivery"."""
+def run_service(endpoints: list[Endpoint], events: int, rate: float, timeout: float, data_dirs: list[str]) -> Result:
+    """Events -> delivery rows in a fresh SQLite database -> the worker's dispatcher."""
     from sqlmodel import select
 
-    from service import db, queue
+    from service import db
     from service.events import service as outbox
     from service.events.fanout import fanout
     from service.events.models import Event
@@ -208,12 +206,8 @@ def run_service(
         time.sleep(max(0.0, start + n / rate - time.perf_counter()))
         with db.session_scope(settings) as session:
             event_id = outbox.record(session, project_id, "ping", {"object": "ping", "n": n}).id
-        created = fanout(event_id)
-        if mode == "dispatcher":
-            dispatch.wake(settings)
-        else:
-            for delivery_id in created:
-                queue.enqueue("webhooks.deliver", delivery_id, queue="webhooks")
+        fanout(event_id)
+        dispatch.wake(settings)
 
     def first_attempts() -> list[tuple[str, float, str, object]]:
         with db.session_scope(settings) as session:
@@ -250,9 +244,8 @@ def run_service(
         )
     wall = (last_end - first_event).total_seconds()
     db.dispose_engines()
-    name = "service dispatcher" if mode == "dispatcher" else "service task/deliv."
     return Result(
-        f"{name}",
+        "service dispatcher",
         lags,
         [lag for ep, lag, _, _ in done if kinds[ep] == "healthy"],
         outcomes,
@@ -321,8 +314,7 @@ def main() -> None:
             worker = _start_service_worker(args.worker_threads)
             data_dirs: list[str] = []
             try:
-                for mode in ("dispatcher", "per-delivery"):
-                    service.append(run_service(endpoints, args.events, args.rate, args.timeout, mode, data_dirs))
+                service.append(run_service(endpoints, args.events, args.rate, args.timeout, data_dirs))
             finally:
                 worker.stop()
                 for data_dir in data_dirs:

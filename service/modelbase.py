@@ -37,5 +37,8 @@ class WorkItem(SQLModel):
     next_run_at: datetime | None = ts_field(nullable=True, index=True)
     lease_expires_at: datetime | None = ts_field(nullable=True, index=True)
     lease_owner: str | None = Field(default=None, max_length=64)
+    # Failed attempts in a row of the current step (0 after a step succeeds), and the last error with its time (kept
+    # after a success, so the API can show what went wrong last).
     attempts: int = Field(default=0)
     last_error: str | None = Field(default=None)
+    last_error_at: datetime | None = ts_field(nullable=True)

@@ -1,4 +1,5 @@
-"""Enqueue work by task name. The service never imports the worker package; messages are only wake-up calls."""
+"""Enqueue work by task name (``service.work.names``). The service never imports the worker package; messages are only
+wake-up calls (``service.work.wake`` sends a row's task to its queue)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,9 @@ from typing import Any
 from celery import Celery
 
 from service.settings import get_settings
+from service.work.names import DEFAULT_QUEUE
 
 log = logging.getLogger(__name__)
-
-# The queue whose worker runs one task at a time on the machine's accelerator (or CPU): local trainings, and
-# evaluations that run a model locally, so the two never share the device.
-DEVICE_QUEUE = "train"
 
 _app: Celery | None = None
 _lock = threading.Lock()
@@ -38,7 +36,7 @@ def reset_producer() -> None:
         _app = None
 
 
-def enqueue(task: str, *args: Any, queue: str = "default") -> bool:
+def enqueue(task: str, *args: Any, queue: str = DEFAULT_QUEUE) -> bool:
     """Send a task message. Failure is logged, not raised: the sweeper will send it again from the database."""
     try:
         producer().send_task(task, args=list(args), queue=queue)

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=2.0, description="How often the sweeper looks for due and stuck rows.")
     requeue_after_s: float = Field(default=60.0, description="A due row enqueued but not picked up is re-sent after.")
     lease_s: float = Field(default=300.0, description="How long a worker owns a row before the sweeper reclaims it.")
+    max_step_attempts: int = Field(
+        default=8,
+        ge=1,
+        description="Failed attempts in a row of one step (any work kind) before its object is failed (step_failed).",
+    )
     task_time_limit_s: int = Field(default=3600, description="Hard time limit of one task.")
     train_time_limit_s: int = Field(default=6 * 3600, description="Hard time limit of one local training task.")
     worker_concurrency: int = 2

@@ -10,10 +10,8 @@ from typing import Any
 from celery import Celery, signals
 
 from service import metrics
-from service.queue import DEVICE_QUEUE
 from service.settings import get_settings
-
-QUEUES = ("default", "webhooks", DEVICE_QUEUE)
+from service.work.names import DEFAULT_QUEUE, DEVICE_QUEUE, TRAIN_LOCAL, WEBHOOKS_QUEUE
 
 
 def make_app() -> Celery:
@@ -29,8 +27,8 @@ def make_app() -> Celery:
         task_time_limit=settings.task_time_limit_s,
         task_soft_time_limit=max(1, settings.task_time_limit_s - 60),
         task_ignore_result=True,
-        task_default_queue="default",
-        task_routes={"local.train": {"queue": DEVICE_QUEUE}, "webhooks.*": {"queue": "webhooks"}},
+        task_default_queue=DEFAULT_QUEUE,
+        task_routes={TRAIN_LOCAL: {"queue": DEVICE_QUEUE}, "webhooks.*": {"queue": WEBHOOKS_QUEUE}},
         task_serializer="json",
         accept_content=["json"],
         broker_transport_options={"visibility_timeout": visibility},

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from celery import Celery
 from kombu.asynchronous import set_event_loop
 
-from service.queue import DEVICE_QUEUE
-from worker.celery_app import QUEUES, app, make_app
+from service.work.names import DEVICE_QUEUE, QUEUES
+from worker.celery_app import app, make_app
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,9 @@ from pathlib import Path
 from service import queue
 from service.db import session_scope
 from service.settings import get_settings
-from service.work import WorkKind, due_rows
-from service.workkinds import WORK_KINDS
+from service.work.batch import due_rows
+from service.work.kind import WorkKind
+from service.work.kinds import WORK_KINDS
 
 log = logging.getLogger(__name__)
 

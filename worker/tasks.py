@@ -1,33 +1,35 @@
-"""Thin task wrappers: each loads nothing itself and calls one domain function with a row id."""
+"""Thin task wrappers: each loads nothing itself and calls one domain function with a row id. Task names come from
+``service.work.names``, where the service enqueues by them."""
 
 from __future__ import annotations
 
 from service.settings import get_settings
+from service.work import names
 from worker.celery_app import app
 
 
-@app.task(name="datasets.validate")
+@app.task(name=names.VALIDATE_DATASET)
 def validate_dataset(dataset_id: str) -> None:
     from service.datasets.service import validate_task
 
     validate_task(dataset_id, get_settings())
 
 
-@app.task(name="jobs.advance")
+@app.task(name=names.ADVANCE_JOB)
 def advance_job(job_id: str) -> None:
     from service.jobs.service import advance
 
     advance(job_id)
 
 
-@app.task(name="evaluations.run")
+@app.task(name=names.RUN_EVALUATION)
 def run_evaluation(evaluation_id: str) -> None:
     from service.evaluations.run import run
 
     run(evaluation_id)
 
 
-@app.task(name="events.fanout")
+@app.task(name=names.FANOUT_EVENT)
 def fanout_event(event_id: str) -> None:
     from service.events.fanout import fanout
     from service.webhooks.dispatch import wake
@@ -36,7 +38,7 @@ def fanout_event(event_id: str) -> None:
         wake()
 
 
-@app.task(name="webhooks.dispatch")
+@app.task(name=names.DISPATCH_WEBHOOKS)
 def dispatch_webhooks(*_: object) -> None:
     """Sends every due delivery (any arguments are ignored: a wake-up names no row)."""
     from service.webhooks.dispatch import dispatch_due
@@ -44,16 +46,8 @@ def dispatch_webhooks(*_: object) -> None:
     dispatch_due()
 
 
-@app.task(name="webhooks.deliver")
-def deliver_webhook(delivery_id: str) -> None:
-    """One delivery, blocking; kept for messages sent before the dispatcher existed."""
-    from service.webhooks.delivery import deliver
-
-    deliver(delivery_id)
-
-
 @app.task(
-    name="local.train",
+    name=names.TRAIN_LOCAL,
     time_limit=get_settings().train_time_limit_s,
     soft_time_limit=get_settings().train_time_limit_s - 60,
 )

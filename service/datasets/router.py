@@ -9,16 +9,17 @@ from fastapi.responses import Response
 from api_schemas.common import Deleted, Page, problem_responses
 from api_schemas.dataset_ops import ConvertRequest, ConvertResponse, LeakageRequest, SplitRequest, SplitResponse
 from api_schemas.datasets import DatasetOut, DatasetStatus
-from service import queue
 from service.api.creating import respond_created
 from service.api.deps import CallerDep, IdempotencyKey, SessionDep, SettingsDep
 from service.api.multipart import parse_upload
 from service.api.pagination import PageParams, page_params, paginate, select_for_project
 from service.datasets import derive, service
 from service.datasets.models import Dataset
+from service.datasets.service import DATASETS
 from service.datasets.views import dataset_out
 from service.errors import InvalidInput
 from service.idempotency.service import fingerprint
+from service.work.wake import wake as wake_kind
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -100,7 +101,7 @@ async def upload_dataset(
 
     def wake(body: dict[str, Any]) -> None:
         if body.get("status") == DatasetStatus.validating:
-            queue.enqueue("datasets.validate", body["id"])
+            wake_kind(DATASETS, body["id"])
 
     return respond_created(
         session,
@@ -161,7 +162,7 @@ _DEFERRED = (
 def _wake(datasets: list[dict[str, Any]]) -> None:
     for ds in datasets:
         if ds.get("status") == DatasetStatus.validating:
-            queue.enqueue("datasets.validate", ds["id"])
+            wake_kind(DATASETS, ds["id"])
 
 
 @router.post(

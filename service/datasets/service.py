@@ -10,13 +10,15 @@ from sqlmodel import Session, select
 
 from api_schemas.datasets import DatasetStatus
 from service.clock import utcnow
+from service.datasets import states
 from service.datasets.models import Dataset
 from service.datasets.storage import StagedFile, blob_path, remove_blob_if_unused
 from service.errors import Conflict, InvalidInput, NotFound
-from service.events import service as events
 from service.jobs.models import Job
 from service.settings import Settings
-from service.work import leased
+from service.work import machine, names
+from service.work.kind import StepFailure, WorkKind
+from service.work.lease import leased
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +119,37 @@ def apply_report(session: Session, ds: Dataset, report: Any) -> None:
     ds.report = data
     ds.format = data.get("format") or ds.declared_format
     ds.n_examples = (data.get("statistics") or {}).get("examples")
-    ds.status = DatasetStatus.ready if data.get("valid") else DatasetStatus.invalid
-    ds.next_run_at = None
-    ds.updated_at = utcnow()
-    session.add(ds)
+    _finish(session, ds, DatasetStatus.ready if data.get("valid") else DatasetStatus.invalid)
+
+
+def _view(ds: Dataset) -> Any:
     from service.datasets.views import dataset_out
 
-    event_type = "dataset.ready" if ds.status == DatasetStatus.ready else "dataset.invalid"
-    events.record(session, ds.project_id, event_type, dataset_out(ds).model_dump(mode="json"))
+    return dataset_out(ds)
+
+
+def _finish(session: Session, ds: Dataset, status: DatasetStatus) -> None:
+    ds.updated_at = utcnow()
+    machine.transition(session, ds, status, states.MACHINE, view=_view)
+    session.add(ds)
+
+
+def _give_up(session: Session, ds: Dataset, failure: StepFailure) -> None:
+    """Validation (or making a derived dataset) kept failing: the dataset is invalid, and its report says why."""
+    message = f"validation failed {failure.attempts} times in a row; last error: {failure.message}"
+    issue = {"code": "step_failed", "severity": "error", "message": message}
+    ds.report = {
+        **(ds.report or {}),
+        "valid": False,
+        "error_count": 1,
+        "warning_count": 0,
+        "issue_counts": [{"code": "step_failed", "severity": "error", "count": 1, "listed": 1}],
+        "issues": [issue],
+    }
+    _finish(session, ds, DatasetStatus.invalid)
+
+
+DATASETS = WorkKind("dataset", Dataset, names.VALIDATE_DATASET, give_up=_give_up)
 
 
 def validate_task(dataset_id: str, settings: Settings) -> None:
@@ -132,7 +157,7 @@ def validate_task(dataset_id: str, settings: Settings) -> None:
     a large source (split, conversion) is first made from its source, then validated in the same step."""
     from service.datasets import derive
 
-    with leased(Dataset, dataset_id) as got:
+    with leased(DATASETS, dataset_id) as got:
         if got is None:
             return
         session, ds = got

@@ -11,7 +11,6 @@ from sqlmodel import Session
 from api_schemas.common import Page, problem_responses
 from api_schemas.evaluations import EvaluationCreate, EvaluationOut, EvaluationStatus, SampleOut
 from api_schemas.graders import GraderInfo
-from service import queue
 from service.api.creating import respond_created
 from service.api.deps import CallerDep, IdempotencyKey, SessionDep, SettingsDep
 from service.api.pagination import PageParams, page_params, paginate, select_for_project
@@ -20,13 +19,14 @@ from service.evaluations.graders.registry import list_graders
 from service.evaluations.models import Evaluation, EvaluationSample
 from service.evaluations.views import evaluation_out, sample_out
 from service.idempotency.service import fingerprint
+from service.work.wake import wake
 
 router = APIRouter(tags=["evaluations"])
 
 
 def _wake(session: Session, evaluation_id: str) -> None:
     row = session.get(Evaluation, evaluation_id)
-    queue.enqueue("evaluations.run", evaluation_id, queue=row.worker_queue if row is not None else "default")
+    wake(service.EVALUATIONS, evaluation_id, queue=row.worker_queue if row is not None else None)
 
 
 @router.post(

@@ -33,7 +33,7 @@ from service.evaluations.generation import GenRequest, GenResult, RateLimits, ge
 from service.evaluations.models import Evaluation, EvaluationSample
 from service.logs import job_id_var
 from service.settings import Settings, get_settings
-from service.work import back_off, claim, release
+from service.work.lease import Lease, claim
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class FatalRunError(Exception):
 class _Ctx:
     evaluation_id: str
     owner: str
-    lease: Any
+    lease: Lease
     settings: Settings
     last_check: float = 0.0
     cancelled: bool = False
@@ -109,7 +109,7 @@ class _Ctx:
 def run(evaluation_id: str) -> None:
     """One worker pass over an evaluation (the body of the Celery task)."""
     settings = get_settings()
-    lease = claim(Evaluation, evaluation_id, lease_s=settings.lease_s)
+    lease = claim(service.EVALUATIONS, evaluation_id, lease_s=settings.lease_s)
     if lease is None:
         return
     ctx = _Ctx(evaluation_id, lease.owner, lease, settings)
@@ -120,11 +120,12 @@ def run(evaluation_id: str) -> None:
         log.warning("evaluation %s: lease lost; another worker continues", evaluation_id)
         return
     except Exception as exc:
-        back_off(Evaluation, evaluation_id, lease.owner, exc)
+        # Counted by the engine: retried with a growing delay, failed after the bound, cancelled if a cancel waits.
+        lease.back_off(exc)
         raise
     finally:
         job_id_var.reset(token)
-    release(Evaluation, evaluation_id, lease.owner)
+    lease.release()
 
 
 def _run(ctx: _Ctx) -> None:

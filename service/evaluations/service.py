@@ -1,5 +1,6 @@
 """Evaluations: create (checking every reference before anything runs), read, cancel, and start one when a job that
-asked for it succeeds. The run itself is in ``service.evaluations.run``."""
+asked for it succeeds (a subscriber to ``job.succeeded``). The run itself is in ``service.evaluations.run``; the work
+kind ``EVALUATIONS`` says how the engine ends an evaluation whose run keeps failing or is cancelled."""
 
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from service.errors import Conflict, InvalidInput, NotFound
 from service.evaluations import states, targets
 from service.evaluations.graders.base import GraderConfigError
 from service.evaluations.models import Evaluation
-from service.events import service as events
+from service.events.models import Event
 from service.jobs.models import Job
-from service.queue import DEVICE_QUEUE
 from service.settings import Settings, get_settings
+from service.work import machine, names
+from service.work.kind import StepFailure, WorkKind
 
 
 def _ready_dataset(session: Session, project_id: str, dataset_id: str, role: str) -> Dataset:
@@ -93,7 +95,9 @@ def create_evaluation(
         progress={},
         metadata_=dict(req.metadata),
         next_run_at=utcnow(),
-        worker_queue=DEVICE_QUEUE if any(isinstance(t, targets.LocalTarget) for t in resolved) else "default",
+        worker_queue=names.DEVICE_QUEUE
+        if any(isinstance(t, targets.LocalTarget) for t in resolved)
+        else names.DEFAULT_QUEUE,
     )
     session.add(evaluation)
     session.flush()
@@ -124,28 +128,44 @@ def request_cancel(session: Session, project_id: str, evaluation_id: str) -> Eva
     return evaluation
 
 
-def transition(session: Session, evaluation: Evaluation, new: S, reason: str) -> None:
-    old = S(evaluation.status)
-    if old == new:
-        return
-    states.check_transition(old, new)
-    now = utcnow()
-    evaluation.status = new
-    if new == S.running:
-        evaluation.started_at = evaluation.started_at or now
-    if new in states.TERMINAL:
-        evaluation.finished_at = now
-        evaluation.next_run_at = None
-    evaluation.progress = {**evaluation.progress, "reason": reason}
-    if new in states.EVENT_ON_ENTER:
-        from service.evaluations.views import evaluation_out
+def _view(evaluation: Evaluation) -> Any:
+    from service.evaluations.views import evaluation_out
 
-        events.record(
-            session,
-            evaluation.project_id,
-            states.EVENT_ON_ENTER[new],
-            evaluation_out(evaluation).model_dump(mode="json"),
-        )
+    return evaluation_out(evaluation)
+
+
+def transition(session: Session, evaluation: Evaluation, new: S, reason: str) -> None:
+    def on_enter(_old: S) -> None:
+        now = utcnow()
+        if new == S.running:
+            evaluation.started_at = evaluation.started_at or now
+        if new in states.TERMINAL:
+            evaluation.finished_at = now
+        evaluation.progress = {**evaluation.progress, "reason": reason}
+
+    machine.transition(session, evaluation, new, states.MACHINE, view=_view, on_enter=on_enter)
+
+
+def _give_up(session: Session, evaluation: Evaluation, failure: StepFailure) -> None:
+    message = f"the run failed {failure.attempts} times in a row; last error: {failure.message}"
+    evaluation.error = {"code": "step_failed", "message": message}
+    transition(session, evaluation, S.failed, "gave up after repeated errors")
+
+
+def _cancel(session: Session, evaluation: Evaluation, error: str) -> None:
+    """A cancel wins over a run that keeps failing: cancelled without grading (that may be what fails)."""
+    transition(session, evaluation, S.cancelled, f"cancelled (the run could not finish: {error})"[:500])
+
+
+EVALUATIONS = WorkKind(
+    "evaluation",
+    Evaluation,
+    names.RUN_EVALUATION,
+    queue_column="worker_queue",
+    give_up=_give_up,
+    cancel_requested=lambda evaluation: evaluation.cancel_requested_at is not None,
+    cancel=_cancel,
+)
 
 
 def check_job_evaluation_request(
@@ -158,6 +178,14 @@ def check_job_evaluation_request(
     if req.judge is not None:
         stored["judge"] = targets.seal_candidate(settings, req.judge.model_dump())
     return stored
+
+
+def evaluation_for_job_event(session: Session, event: Event) -> None:
+    """Subscriber to ``job.succeeded`` (``service.events.subscribers``): start the evaluation the job asked for."""
+    job = session.get(Job, event.data["object"]["id"])
+    if job is not None:
+        evaluation_for_job(session, job)
+        session.add(job)
 
 
 def evaluation_for_job(session: Session, job: Job, settings: Settings | None = None) -> Evaluation | None:

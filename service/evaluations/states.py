@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from api_schemas.evaluations import EvaluationStatus as S
-
-TERMINAL: frozenset[S] = frozenset({S.succeeded, S.failed, S.cancelled})
+from service.work.machine import InvalidTransition, StateMachine
 
 TRANSITIONS: dict[S, frozenset[S]] = {
     S.queued: frozenset({S.running, S.failed, S.cancelled}),
@@ -20,12 +19,8 @@ EVENT_ON_ENTER: dict[S, str] = {
     S.cancelled: "evaluation.cancelled",
 }
 
+MACHINE: StateMachine[S] = StateMachine("evaluation", TRANSITIONS, EVENT_ON_ENTER)
+TERMINAL: frozenset[S] = MACHINE.terminal
+check_transition = MACHINE.check
 
-class InvalidTransition(Exception):
-    def __init__(self, current: S, target: S) -> None:
-        super().__init__(f"evaluation cannot go from {current.value} to {target.value}")
-
-
-def check_transition(current: S, target: S) -> None:
-    if target not in TRANSITIONS[current]:
-        raise InvalidTransition(current, target)
+__all__ = ["EVENT_ON_ENTER", "MACHINE", "TERMINAL", "TRANSITIONS", "InvalidTransition", "check_transition"]

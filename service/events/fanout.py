@@ -1,4 +1,4 @@
-"""Turn an outbox event into one delivery per subscribed, enabled endpoint."""
+"""Turn an outbox event into one delivery per subscribed, enabled endpoint, and run the service's own subscribers."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from service.clock import utcnow
-from service.events.models import Event
+from service.events import subscribers
+from service.events.service import EVENTS
 from service.webhooks.models import Delivery, WebhookEndpoint
-from service.work import leased
+from service.work.lease import leased
 
 
 def subscribed(endpoint: WebhookEndpoint, event_type: str) -> bool:
@@ -17,12 +18,14 @@ def subscribed(endpoint: WebhookEndpoint, event_type: str) -> bool:
 
 
 def fanout(event_id: str) -> list[str]:
-    """Create the deliveries of one event (idempotent: one delivery per event and endpoint). Returns their ids."""
+    """Create the deliveries of one event (idempotent: one delivery per event and endpoint) and run its subscribers.
+    Returns the ids of the deliveries created."""
     created: list[str] = []
-    with leased(Event, event_id) as got:
+    with leased(EVENTS, event_id) as got:
         if got is None:
             return created
         session, event = got
+        subscribers.notify(session, event)
         endpoints = session.exec(
             select(WebhookEndpoint).where(
                 WebhookEndpoint.project_id == event.project_id, WebhookEndpoint.status == "enabled"

@@ -10,8 +10,18 @@ from sqlmodel import Session
 
 from service.clock import utcnow
 from service.events.models import Event
+from service.work import names
+from service.work.kind import StepFailure, WorkKind
 
 _PENDING = "finetune_recorded_events"
+
+
+def _give_up(_session: Session, event: Event, failure: StepFailure) -> None:
+    """An event whose fan-out keeps failing is left undelivered, its error on the row (``last_error``): the engine stops
+    scheduling it."""
+
+
+EVENTS = WorkKind("event", Event, names.FANOUT_EVENT, give_up=_give_up)
 
 
 def record(session: Session, project_id: str, type_: str, obj: dict[str, Any]) -> Event:
@@ -35,10 +45,10 @@ def _fan_out_committed(session: OrmSession) -> None:
     ids = session.info.pop(_PENDING, None)
     if not ids:
         return
-    from service import queue
+    from service.work.wake import wake
 
     for event_id in ids:
-        queue.enqueue("events.fanout", event_id)
+        wake(EVENTS, event_id)
 
 
 @sa.event.listens_for(OrmSession, "after_rollback")

@@ -8,7 +8,6 @@ from sqlmodel import select
 
 from api_schemas.common import Page, problem_responses
 from api_schemas.jobs import CheckpointOut, JobCreate, JobEventOut, JobMetricsOut, JobOut, JobRerun, JobStatus
-from service import queue
 from service.api.creating import respond_created
 from service.api.deps import CallerDep, IdempotencyKey, SessionDep, SettingsDep
 from service.api.pagination import PageParams, page_params, paginate, select_for_project
@@ -16,12 +15,13 @@ from service.idempotency.service import fingerprint
 from service.jobs import service
 from service.jobs.models import Job, JobCheckpoint, JobEvent
 from service.jobs.views import checkpoint_out, event_out, job_out
+from service.work.wake import wake
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
 def _wake(job: dict[str, Any]) -> None:
-    queue.enqueue("jobs.advance", job["id"])
+    wake(service.JOBS, job["id"])
 
 
 @router.post(
@@ -135,7 +135,7 @@ def _action(action: str):  # type: ignore[no-untyped-def]
     def handler(job_id: str, caller: CallerDep, session: SessionDep) -> JobOut:
         job = service.request_action(session, caller.project_id, job_id, action)
         session.commit()
-        queue.enqueue("jobs.advance", job.id)
+        wake(service.JOBS, job.id)
         return job_out(job)
 
     handler.__name__ = f"{action}_job"

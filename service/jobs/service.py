@@ -1,6 +1,6 @@
 """The job lifecycle: create with pre-flight checks, then advance one step at a time until a terminal state.
 
-Each step runs under a lease on the job row (``service.work.leased``) and commits its transition, so a killed worker
+Each step runs under a lease on the job row (``service.work.lease.leased``) and commits its transition, so a killed worker
 loses at most the step in flight, and the step is safe to run again: uploads are looked up by content hash and
 provider jobs by our job id before anything is created.
 """
@@ -22,7 +22,6 @@ from service.datasets.service import get_ready_dataset
 from service.datasets.storage import blob_path
 from service.db import session_scope
 from service.errors import Conflict, InvalidInput, NotFound
-from service.events import service as events
 from service.jobs import metrics, states
 from service.jobs.crashpoints import crash_point
 from service.jobs.models import Job, JobCheckpoint, JobEvent
@@ -32,7 +31,9 @@ from service.providers import registry
 from service.providers.base import HasResultFiles, JobSpec, ProviderError, ProviderJob, TrainingProvider
 from service.providers.models import ProviderFile
 from service.settings import Settings, get_settings
-from service.work import leased
+from service.work import machine, names
+from service.work.kind import StepFailure, WorkKind
+from service.work.lease import leased, record_failure
 
 log = logging.getLogger(__name__)
 
@@ -210,30 +211,36 @@ def _record_transition(session: Session, job: Job, old: S | None, new: S, reason
     )
 
 
+def _view(job: Job) -> Any:
+    from service.jobs.views import job_out
+
+    return job_out(job)
+
+
 def transition(session: Session, job: Job, new: S, reason: str) -> bool:
-    old = S(job.status)
-    if old == new:
-        return False
-    states.check_transition(old, new)
-    now = utcnow()
-    job.status = new
-    job.status_reason = reason
-    if new == S.running and job.started_at is None:
-        job.started_at = now
-    if new in states.TERMINAL:
-        job.finished_at = job.finished_at or now
-        job.next_run_at = None
-        job.requested_action = None
-    _record_transition(session, job, old, new, reason)
-    if new == S.succeeded and job.evaluation_request:
-        from service.evaluations.service import evaluation_for_job
+    def on_enter(old: S) -> None:
+        now = utcnow()
+        job.status_reason = reason
+        if new == S.running and job.started_at is None:
+            job.started_at = now
+        if new in states.TERMINAL:
+            job.finished_at = job.finished_at or now
+            job.requested_action = None
+        _record_transition(session, job, old, new, reason)
 
-        evaluation_for_job(session, job)
-    if new in states.EVENT_ON_ENTER:
-        from service.jobs.views import job_out
+    return machine.transition(session, job, new, states.MACHINE, view=_view, on_enter=on_enter)
 
-        events.record(session, job.project_id, states.EVENT_ON_ENTER[new], job_out(job).model_dump(mode="json"))
-    return True
+
+def _give_up(session: Session, job: Job, failure: StepFailure) -> None:
+    """The job's step failed ``max_step_attempts`` times in a row: fail the job with the last error. (A cancel is
+    carried out by the step itself, at the provider, so a job has no engine-side cancel: it must not stop watching a
+    provider job that may still run.)"""
+    message = f"the {job.status} step failed {failure.attempts} times in a row; last error: {failure.message}"
+    job.error = {"code": "step_failed", "message": message, "param": None}
+    transition(session, job, S.failed, "gave up after repeated errors")
+
+
+JOBS = WorkKind("job", Job, names.ADVANCE_JOB, give_up=_give_up)
 
 
 def advance(job_id: str, *, max_steps: int = 20) -> None:
@@ -250,7 +257,7 @@ def advance(job_id: str, *, max_steps: int = 20) -> None:
 def _step(job_id: str) -> bool:
     """One step. Returns True when another step is due right away."""
     settings = get_settings()
-    with leased(Job, job_id) as got:
+    with leased(JOBS, job_id) as got:
         if got is None:
             return False
         session, job = got
@@ -269,15 +276,9 @@ def _step(job_id: str) -> bool:
 
 def _provider_failure(session: Session, job: Job, exc: ProviderError, settings: Settings) -> None:
     record_provider_error(job.provider, exc)
-    now = utcnow()
     if exc.transient:
-        errors = int((job.provider_data or {}).get("_consecutive_errors", 0)) + 1
-        backoff = min(600.0, 5.0 * 2 ** min(errors, 7))
-        delay = max(exc.retry_after or 0.0, backoff * settings.poll_scale)
-        job.provider_data = {**(job.provider_data or {}), "_consecutive_errors": errors}
-        job.next_run_at = now + timedelta(seconds=delay)
-        job.last_error = exc.message[:2000]
-        log.warning("provider error on job %s (retry in %.1fs): %s", job.id, delay, exc.message)
+        # Counted like a step that raised, but what the step did before the error is kept (committed).
+        record_failure(session, JOBS, job, exc.message, retry_after=exc.retry_after, scale=settings.poll_scale)
         return
     job.error = exc.as_error()
     transition(session, job, S.failed, f"provider refused: {exc.message}")

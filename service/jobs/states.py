@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from api_schemas.jobs import JobStatus as S
-
-TERMINAL: frozenset[S] = frozenset({S.succeeded, S.failed, S.cancelled})
+from service.work.machine import InvalidTransition, StateMachine
 
 # Provider statuses can skip ours (a poll may miss "queued"), so forward jumps are allowed; nothing leaves a terminal state.
 _AT_PROVIDER = {S.validating_files, S.queued, S.running, S.paused, S.succeeded, S.failed, S.cancelled}
@@ -21,13 +20,6 @@ TRANSITIONS: dict[S, frozenset[S]] = {
     S.cancelled: frozenset(),
 }
 
-# Which user actions are accepted in which states.
-ACTIONS: dict[str, frozenset[S]] = {
-    "cancel": frozenset(TRANSITIONS) - TERMINAL,
-    "pause": frozenset({S.running}),
-    "resume": frozenset({S.paused}),
-}
-
 # Events written to the outbox on entering a state.
 EVENT_ON_ENTER: dict[S, str] = {
     S.running: "job.running",
@@ -37,17 +29,25 @@ EVENT_ON_ENTER: dict[S, str] = {
     S.cancelled: "job.cancelled",
 }
 
+MACHINE: StateMachine[S] = StateMachine("job", TRANSITIONS, EVENT_ON_ENTER)
+TERMINAL: frozenset[S] = MACHINE.terminal
+can_transition = MACHINE.can
+check_transition = MACHINE.check
 
-class InvalidTransition(Exception):
-    def __init__(self, current: S, target: S) -> None:
-        super().__init__(f"job cannot go from {current.value} to {target.value}")
-        self.current, self.target = current, target
+# Which user actions are accepted in which states.
+ACTIONS: dict[str, frozenset[S]] = {
+    "cancel": frozenset(TRANSITIONS) - TERMINAL,
+    "pause": frozenset({S.running}),
+    "resume": frozenset({S.paused}),
+}
 
-
-def can_transition(current: S, target: S) -> bool:
-    return target in TRANSITIONS[current]
-
-
-def check_transition(current: S, target: S) -> None:
-    if not can_transition(current, target):
-        raise InvalidTransition(current, target)
+__all__ = [
+    "ACTIONS",
+    "EVENT_ON_ENTER",
+    "MACHINE",
+    "TERMINAL",
+    "TRANSITIONS",
+    "InvalidTransition",
+    "can_transition",
+    "check_transition",
+]

@@ -2,16 +2,15 @@
 
 At least once: the event id is the ``webhook-id`` on every try, so receivers dedupe on it.
 
-Two paths send: ``deliver`` (one delivery, blocking sender; redelivery and tests use it) and the dispatcher
-(``service.webhooks.dispatch``: many deliveries at once over the async sender). Both build the message with ``prepare``
-and record what came of it with ``record_outcome``, so the rules for attempts, retries and disabling live here only.
+The dispatcher (``service.webhooks.dispatch``) sends many deliveries at once: it builds each message with ``prepare``
+and records what came of it with ``record_outcome``, so the rules for attempts, retries and disabling live here only.
+``DELIVERIES`` is the work kind of the delivery rows (``service.work``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,40 +20,39 @@ from service import metrics
 from service.clock import utcnow
 from service.events.models import Event
 from service.events.service import envelope
-from service.net import outbound_policy
-from service.settings import Settings, get_settings
+from service.settings import Settings
 from service.webhooks import service as endpoints
 from service.webhooks.models import Delivery, DeliveryAttempt, WebhookEndpoint
 from service.webhooks.schedule import DisablePolicy, failing_since_after, next_attempt_at
-from service.webhooks.sender import DeliveryOutcome, Disposition, WebhookSender
+from service.webhooks.sender import DeliveryOutcome, Disposition
 from service.webhooks.signing import build_headers
-from service.work import leased
+from service.work import names
+from service.work.kind import StepFailure, WorkKind
 
 log = logging.getLogger(__name__)
 
-_senders: dict[tuple, WebhookSender] = {}
-_lock = threading.Lock()
+
+def _give_up(session: Session, d: Delivery, failure: StepFailure) -> None:
+    """A delivery whose sending keeps raising (not an HTTP failure: those follow the retry schedule in
+    ``record_outcome``) ends as deliveries that ran out of retries do, with the error in its attempt log."""
+    d.status = "failed"
+    session.add(DeliveryAttempt(delivery_id=d.id, attempt=d.attempt_count, error=failure.message[:500]))
+    ep = session.get(WebhookEndpoint, d.endpoint_id)
+    if ep is not None:
+        ep.exhausted_in_a_row += 1
+        session.add(ep)
+
+
+# One ``webhooks.dispatch`` task serves every due delivery (``service.webhooks.dispatch``).
+DELIVERIES = WorkKind(
+    "delivery", Delivery, names.DISPATCH_WEBHOOKS, queue=names.WEBHOOKS_QUEUE, batched=True, give_up=_give_up
+)
 
 
 def lease_seconds(settings: Settings) -> float:
     """How long a sender owns a delivery row: the whole exchange (connect + response, bounded by the sender) with
     room to spare for recording it, so a live sender never loses its row and a dead one's row comes back soon."""
     return settings.webhook_timeout_s * 4 + 30
-
-
-def sender_for(settings: Settings) -> WebhookSender:
-    """One keep-alive sender per policy and process."""
-    policy = outbound_policy(settings)
-    key = (policy, settings.webhook_timeout_s)
-    with _lock:
-        s = _senders.get(key)
-        if s is None:
-            s = _senders[key] = WebhookSender(
-                policy,
-                timeout=settings.webhook_timeout_s,
-                connect_timeout=settings.webhook_connect_timeout_s,
-            )
-        return s
 
 
 @dataclass(frozen=True)
@@ -145,19 +143,3 @@ def record_outcome(session: Session, d: Delivery, outcome: DeliveryOutcome, star
         outcome.disposition.value,
         outcome.status_code or outcome.error,
     )
-
-
-def deliver(delivery_id: str, settings: Settings | None = None) -> DeliveryOutcome | None:
-    """Send one delivery now if it is due and free (blocking); None when there was nothing to send."""
-    settings = settings or get_settings()
-    with leased(Delivery, delivery_id, lease_s=lease_seconds(settings)) as got:
-        if got is None:
-            return None
-        session, d = got
-        message = prepare(session, settings, d)
-        if message is None:
-            return None
-        started = utcnow()
-        outcome = sender_for(settings).send(message.url, message.headers, message.body)
-        record_outcome(session, d, outcome, started)
-        return outcome

@@ -1,9 +1,9 @@
 """The webhook dispatcher: many deliveries in flight at once, so one slow endpoint cannot hold up the others.
 
-One ``Dispatcher.run`` claims due deliveries in batches (a lease on each row, as ``service.work`` does, so two
+One ``Dispatcher.run`` claims due deliveries in batches (``service.work.batch.claim_batch``: a lease on each row, so two
 dispatchers never send the same delivery and a dead dispatcher's rows come back when their lease expires), sends them
-over the ``AsyncWebhookSender`` and records each outcome in its own transaction as it arrives, with the same rules as
-``deliver`` (``delivery.record_outcome``). It keeps claiming while due rows exist, up to ``webhook_dispatch_batch``
+over the ``AsyncWebhookSender`` and records each outcome in its own transaction as it arrives, with the rules of
+``delivery.record_outcome``. It keeps claiming while due rows exist, up to ``webhook_dispatch_batch``
 rows per run, then hands its worker thread back and asks for another run.
 
 Only rows that can be sent at once are claimed: at most ``webhook_endpoint_concurrency`` in flight per endpoint and
@@ -14,7 +14,7 @@ dispatcher: with several worker processes an endpoint may see that many times th
 
 Wake-ups: whoever makes deliveries due calls ``wake``. Within a process a running dispatcher for the same database is
 poked (it claims again at once) instead of queueing another task; otherwise one ``webhooks.dispatch`` message is sent.
-The sweeper sends one such wake-up for all due deliveries (``WorkKind(batched=True)``), never one per row.
+The sweeper sends one such wake-up for all due deliveries (``DELIVERIES`` is a batched kind), never one per row.
 """
 
 from __future__ import annotations
@@ -28,26 +28,24 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
-import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from service import queue
 from service.clock import utcnow
 from service.db import get_engine
 from service.net import OutboundPolicy, UrlNotAllowed, check_url, outbound_policy
 from service.settings import Settings, get_settings
-from service.webhooks.delivery import Message, lease_seconds, prepare, record_outcome
+from service.webhooks.delivery import DELIVERIES, Message, lease_seconds, prepare, record_outcome
 from service.webhooks.models import Delivery, WebhookEndpoint
 from service.webhooks.sender import AsyncWebhookSender, DeliveryOutcome, Disposition
-from service.work import back_off
+from service.work.batch import claim_batch
+from service.work.lease import back_off, commit_and_release
+from service.work.wake import wake as wake_kind
 
 log = logging.getLogger(__name__)
 
-TASK = "webhooks.dispatch"
-QUEUE = "webhooks"
 # Claim queries, preparing messages and recording outcomes run on threads beside the event loop, so database latency
 # never stalls the requests in flight. SQLite takes one writer at a time and makes the others back off in growing
 # sleeps, so it gets one thread; a server database gets a few.
@@ -80,14 +78,6 @@ class DispatchReport:
     coalesced: bool = False  # handed to a dispatcher already running in this process
 
 
-def _due(now: datetime) -> list[Any]:
-    return [
-        Delivery.next_run_at.is_not(None),
-        Delivery.next_run_at <= now,
-        sa.or_(Delivery.lease_expires_at.is_(None), Delivery.lease_expires_at < now),
-    ]
-
-
 def claim_due(
     session: Session,
     owner: str,
@@ -102,51 +92,20 @@ def claim_due(
     ``pick`` chooses which of the due candidates (oldest first) to take; the rest stay free. Returns (claimed, seen):
     the rows now leased to ``owner``, and every candidate looked at.
     """
-    now = utcnow()
-    window = limit if pick is None else max(limit * WINDOW_PER_SLOT, 32)
-    stmt = (
-        select(Delivery.id, Delivery.endpoint_id, WebhookEndpoint.url)
-        .join(WebhookEndpoint, WebhookEndpoint.id == Delivery.endpoint_id)
-        .where(*_due(now))
+    return claim_batch(
+        session,
+        DELIVERIES,
+        owner,
+        limit,
+        lease_s=lease_s,
+        make=Candidate,
+        row_id=lambda c: c.delivery_id,
+        columns=(Delivery.endpoint_id, WebhookEndpoint.url),
+        joins=((WebhookEndpoint, WebhookEndpoint.id == Delivery.endpoint_id),),
+        where=[Delivery.endpoint_id.not_in(list(exclude_endpoints))] if exclude_endpoints else (),
+        window=limit if pick is None else max(limit * WINDOW_PER_SLOT, 32),
+        pick=pick,
     )
-    if exclude_endpoints:
-        stmt = stmt.where(Delivery.endpoint_id.not_in(list(exclude_endpoints)))
-    # PostgreSQL: concurrent claimers skip each other's candidate rows instead of queueing on them. SQLite has no row
-    # locks (and ignores this); its writers are serialised and the conditional update below decides.
-    stmt = stmt.order_by(Delivery.next_run_at).limit(window).with_for_update(skip_locked=True, of=Delivery)
-    seen = [Candidate(*row) for row in session.exec(stmt)]
-    chosen = seen[:limit] if pick is None else pick(seen)
-    if not chosen:
-        return [], seen
-    ids = [c.delivery_id for c in chosen]
-    session.execute(
-        sa.update(Delivery)
-        .where(Delivery.id.in_(ids), *_due(now))
-        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s))
-        .execution_options(synchronize_session=False)
-    )
-    mine = set(session.exec(select(Delivery.id).where(Delivery.id.in_(ids), Delivery.lease_owner == owner)))
-    return [c for c in chosen if c.delivery_id in mine], seen
-
-
-def _release(session: Session, d: Delivery, owner: str) -> bool:
-    """Commit the row's new state and give its lease back, only if the lease is still ours (as ``leased`` does): a
-    dispatcher whose lease ran out must not overwrite the work of the one that took the row over."""
-    d.updated_at = utcnow()
-    session.add(d)
-    session.flush()
-    res = session.execute(
-        sa.update(Delivery)
-        .where(Delivery.id == d.id, Delivery.lease_owner == owner)
-        .values(lease_owner=None, lease_expires_at=None, attempts=0, last_error=None)
-        .execution_options(synchronize_session=False)
-    )
-    if res.rowcount != 1:
-        session.rollback()
-        log.warning("lease on delivery %s lost before commit; outcome discarded", d.id)
-        return False
-    session.commit()
-    return True
 
 
 class Dispatcher:
@@ -308,7 +267,7 @@ class Dispatcher:
             with self._lock:
                 self.report.errors += 1
             log.error("preparing webhook delivery %s failed: %s", c.delivery_id, exc)
-            back_off(Delivery, c.delivery_id, self.owner, exc)
+            back_off(DELIVERIES, c.delivery_id, self.owner, exc)
         return ready
 
     def _record(self, c: Candidate, outcome: DeliveryOutcome, started: datetime) -> bool:
@@ -320,7 +279,7 @@ class Dispatcher:
                 log.warning("lease on delivery %s lost while sending; outcome discarded", d.id)
                 return False
             record_outcome(session, d, outcome, started)
-            return _release(session, d, self.owner)
+            return commit_and_release(session, DELIVERIES, d, self.owner)
 
     # -- the loop --------------------------------------------------------------------------------------------
 
@@ -402,7 +361,7 @@ class Dispatcher:
                 self.report.errors += 1
             log.exception("webhook delivery %s failed in the dispatcher", c.delivery_id)
             try:
-                await on_db(back_off, Delivery, c.delivery_id, self.owner, exc)
+                await on_db(back_off, DELIVERIES, c.delivery_id, self.owner, exc)
             except Exception:
                 log.exception("could not back off delivery %s; its lease will expire", c.delivery_id)
         finally:
@@ -441,7 +400,7 @@ def wake(settings: Settings | None = None) -> bool:
     settings = settings or get_settings()
     if _poke_running(settings):
         return True
-    return queue.enqueue(TASK, queue=QUEUE)
+    return wake_kind(DELIVERIES)
 
 
 def dispatch_due(settings: Settings | None = None) -> DispatchReport:
@@ -461,5 +420,5 @@ def dispatch_due(settings: Settings | None = None) -> DispatchReport:
             if _running.get(key) is dispatcher:
                 del _running[key]
     if report.more:
-        queue.enqueue(TASK, queue=QUEUE)
+        wake_kind(DELIVERIES)
     return report

@@ -76,7 +76,13 @@ def test_job_evaluation_shows_fine_tuned_ahead_of_base(stack):
     }
     r = stack.client.post("/v1/jobs", json=body, headers=stack.headers)
     assert r.status_code == 201, r.text
-    job = _wait(stack, f"/v1/jobs/{r.json()['id']}", {"succeeded", "failed", "cancelled"})
+    # The evaluation is started by a subscriber to job.succeeded, just after the job's own transition.
+    job = wait_for(
+        lambda: (o := stack.get(f"/v1/jobs/{r.json()['id']}"))
+        and (o["status"] in ("failed", "cancelled") or (o["status"] == "succeeded" and o["evaluation_id"]))
+        and o,
+        timeout=60.0,
+    )
     assert job["status"] == "succeeded", job
     assert job["evaluation_id"], "the evaluation is attached to the job"
 

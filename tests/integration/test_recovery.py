@@ -65,8 +65,9 @@ def test_duplicate_messages_do_one_step(settings, project, chat_jsonl):
     """Two workers handed the same row at once: only one holds the lease."""
     from service.clock import utcnow
     from service.datasets.models import Dataset
+    from service.datasets.service import DATASETS
     from service.db import session_scope
-    from service.work import claim
+    from service.work.lease import claim
 
     with session_scope(settings) as s:
         ds = Dataset(
@@ -78,7 +79,7 @@ def test_duplicate_messages_do_one_step(settings, project, chat_jsonl):
             next_run_at=utcnow(),
         )
         s.add(ds)
-    first = claim(Dataset, ds.id)
-    second = claim(Dataset, ds.id)
+    first = claim(DATASETS, ds.id)
+    second = claim(DATASETS, ds.id)
     assert first is not None and second is None
     assert first.renew()

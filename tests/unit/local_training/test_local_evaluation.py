@@ -40,12 +40,14 @@ def test_local_job_evaluation_runs_base_and_adapter(client, project, worker, tin
     }
     r = client.post("/v1/jobs", json=body, headers=h)
     assert r.status_code == 201, r.text
+    # The evaluation is started by a subscriber to job.succeeded, just after the job's own transition.
     job = wait_for(
         lambda: (
             (j := client.get(f"/v1/jobs/{r.json()['id']}", headers=h).json())["status"]
-            in ("succeeded", "failed", "cancelled")
-            and j
-        ),
+            in ("failed", "cancelled")
+            or (j["status"] == "succeeded" and j["evaluation_id"])
+        )
+        and j,
         timeout=180,
     )
     assert job["status"] == "succeeded", job

@@ -1,5 +1,5 @@
-"""The dispatcher against real local receivers: slow endpoints do not hold up fast ones, outcomes are recorded like
-``deliver`` records them, leases keep two dispatchers apart and bring a dead one's rows back. Time is travelled with
+"""The dispatcher against real local receivers: slow endpoints do not hold up fast ones, outcomes are recorded with the
+rules of ``record_outcome``, leases keep two dispatchers apart and bring a dead one's rows back. Time is travelled with
 ``service.clock``, never slept."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from service.events.fanout import fanout
 from service.events.models import Event
 from service.settings import get_settings, reset_settings_cache
 from service.webhooks import dispatch
-from service.webhooks.delivery import deliver, lease_seconds
+from service.webhooks.delivery import lease_seconds
 from service.webhooks.dispatch import Dispatcher, claim_due, dispatch_due
 from service.webhooks.models import Delivery, DeliveryAttempt, WebhookEndpoint
 from service.webhooks.sender import Disposition
@@ -216,7 +216,6 @@ def test_a_dead_dispatchers_rows_are_sent_after_its_lease(configure, project, re
     assert len(claimed) == 6
 
     assert Dispatcher(s).run().claimed == 0
-    assert deliver(claimed[0].delivery_id, s) is None  # the single-delivery path respects the lease too
     assert receiver.state.requests == []
 
     clock.travel(timedelta(seconds=lease_seconds(s) + 1))
@@ -269,14 +268,13 @@ def test_a_wake_up_reaches_the_running_dispatcher_instead_of_the_queue(configure
     assert dispatch.wake(s) is True and enqueued == [("webhooks.dispatch",)]  # nothing running: a queued wake-up
 
 
-def test_deliver_and_the_dispatcher_record_the_same_way(configure, project, receiver):
+def test_the_dispatcher_records_each_outcome_with_the_retry_rules(configure, project, receiver):
     s = configure()
     a = add_endpoint(s, project["id"], receiver.url("/status/503?retry_after=120&ep=a"))
     b = add_endpoint(s, project["id"], receiver.url("/status/503?retry_after=120&ep=b"))
     add_events(s, project["id"], 1)
     by_ep = {d.endpoint_id: d.id for d in deliveries(s)}
 
-    deliver(by_ep[a], s)
     Dispatcher(s).run()
 
     rows = {d.endpoint_id: d for d in deliveries(s)}
