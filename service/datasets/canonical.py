@@ -6,8 +6,9 @@ tool-call ids or per-message ``weight``. The canonical text keeps exactly that s
 * one line per message, ``role: content`` (``role(name): content`` when the message has a ``name``);
 * contents are NFC-normalised and every run of whitespace becomes one space (so a newline inside a content cannot be
   confused with the message separator);
-* multi-part contents render text parts as their text and other parts as a bracketed marker carrying what identifies
-  them (image URL, file id, or a short hash of inline data, which can be megabytes of base64);
+* multi-part contents render their text as ``service.chat`` reads it (text and refusal parts run together) and
+  other parts as a bracketed marker carrying what identifies them (image URL, file id, or a short hash of inline
+  data, which can be megabytes of base64);
 * tool calls render as ``call name(arguments)`` with JSON arguments re-serialised with sorted keys;
 * tool definitions render by name only: a long JSON schema repeated in every example would otherwise dominate the word
   shingles and make unrelated examples look alike;
@@ -35,6 +36,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
+
+from service import chat
 
 __all__ = ["canonical_example_text", "canonical_words_text", "detect_example_format", "normalize_whitespace"]
 
@@ -177,18 +180,17 @@ def _render_content(content: Any, ws: Normalizer) -> str:
     if isinstance(content, str):
         return ws(content)
     if isinstance(content, list):
-        return " ".join(text for text in (_render_part(part, ws) for part in content) if text)
+        # Runs of text parts read as service.chat reads them; every other part as a marker between them.
+        segments = chat.text_segments(content, lambda part: _render_part(part, ws))
+        return " ".join(text for text in (ws(segment) for segment in segments) if text)
     return ws(_json(content))
 
 
 def _render_part(part: Any, ws: Normalizer) -> str:
-    if isinstance(part, str):
-        return ws(part)
+    """A part that is not text (service.chat.part_text is None for it)."""
     if not isinstance(part, Mapping):
         return ws(_json(part))
     kind = part.get("type")
-    if kind == "text" or (kind is None and isinstance(part.get("text"), str)):
-        return _render_content(part.get("text"), ws)
     if kind == "image_url":
         image = part.get("image_url")
         url = image.get("url") if isinstance(image, Mapping) else image

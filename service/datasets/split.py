@@ -33,13 +33,14 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from service import chat
 from service.datasets.canonical import detect_example_format, normalize_whitespace
 from service.errors import InvalidInput
 
 __all__ = ["SPLIT_NAMES", "SplitError", "SplitOutput", "check_split_arguments", "split_dataset"]
 
 SPLIT_NAMES = ("train", "validation", "test")
-ASSISTANT = "assistant"
+ASSISTANT = "assistant"  # the stratify_by value meaning "the answer", not the role
 _MAX_REPORTED_CLASSES = 50
 _READ_BUFFER = 1 << 20
 
@@ -209,6 +210,8 @@ def _label(content: bytes, number: int, field: tuple[str | int, ...] | None, str
 
 
 def _assistant_text(obj: Any, number: int) -> str:
+    """The answer an example teaches, whitespace-normalised: its completion, or its last assistant message's answer
+    (``service.chat``; the preferred output for preference data)."""
     if isinstance(obj, Mapping):
         kind = detect_example_format(obj)
         if kind == "prompt_completion" and isinstance(obj.get("completion"), str):
@@ -216,18 +219,9 @@ def _assistant_text(obj: Any, number: int) -> str:
         messages = obj.get("preferred_output") if kind == "preference" else obj.get("messages")
         if isinstance(messages, list):
             for message in reversed(messages):
-                if isinstance(message, Mapping) and message.get("role") == "assistant":
-                    return _content_text(message.get("content"))
+                if isinstance(message, Mapping) and message.get("role") == chat.ASSISTANT:
+                    return normalize_whitespace(chat.answer_of(message))
     raise SplitError(f"line {number}: no assistant message to stratify by")
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return normalize_whitespace(content)
-    if isinstance(content, list):
-        texts = [part.get("text") for part in content if isinstance(part, Mapping)]
-        return normalize_whitespace(" ".join(text for text in texts if isinstance(text, str)))
-    return "" if content is None else orjson.dumps(content, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _class_counts(sizes: list[int], weights: list[int], denominator: int) -> np.ndarray:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from service import chat
 from service.errors import InvalidInput
 
 
@@ -27,13 +28,14 @@ class Example:
 
 
 def _content(message: dict[str, Any]) -> Any:
-    content = message.get("content")
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    if content is None and message.get("tool_calls"):
-        # A tool-calling answer: its calls, canonically, so JSON graders can compare them.
-        return orjson.dumps(message["tool_calls"], option=orjson.OPT_SORT_KEYS).decode()
-    return content
+    """The reference an assistant message gives: its answer as ``service.chat`` reads it (its text, or a
+    tool-calling answer's calls as canonical JSON, so JSON graders can compare them). A message without text or
+    calls keeps its null content: there is no reference."""
+    if message.get("content") is None and not (
+        message.get("tool_calls") or message.get("function_call") or message.get("refusal")
+    ):
+        return None
+    return chat.answer_of(message)
 
 
 def to_example(obj: Any, split: str, index: int) -> Example:
@@ -41,7 +43,7 @@ def to_example(obj: Any, split: str, index: int) -> Example:
     (the preferred output), or prompt/completion."""
     if isinstance(obj, dict) and isinstance(obj.get("messages"), list):
         messages = [m for m in obj["messages"] if isinstance(m, dict)]
-        last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+        last = max((i for i, m in enumerate(messages) if m.get("role") == chat.ASSISTANT), default=None)
         if last is None:
             return Example(split, index, _plain(messages), None)
         return Example(split, index, _plain(messages[:last]), _content(messages[last]))
@@ -54,7 +56,7 @@ def to_example(obj: Any, split: str, index: int) -> Example:
         return Example(
             split,
             index,
-            [{"role": "user", "content": str(obj["prompt"])}],
+            [{"role": chat.USER, "content": str(obj["prompt"])}],
             completion.strip() if isinstance(completion, str) else completion,
         )
     raise InvalidInput(f"example {index + 1} of the {split} set has no messages, input or prompt")
@@ -93,8 +95,8 @@ def few_shot_turns(path: Path, k: int, seed: int) -> list[dict[str, Any]]:
     chosen = sorted(np.random.default_rng(seed).choice(len(pool), size=k, replace=False).tolist())
     turns: list[dict[str, Any]] = []
     for i in chosen:
-        turns.extend(m for m in pool[i].prompt if m.get("role") != "system")
-        turns.append({"role": "assistant", "content": pool[i].reference})
+        turns.extend(m for m in pool[i].prompt if m.get("role") not in chat.SYSTEM_ROLES)
+        turns.append({"role": chat.ASSISTANT, "content": pool[i].reference})
     return turns
 
 
@@ -102,6 +104,6 @@ def with_few_shot(prompt: list[dict[str, Any]], turns: list[dict[str, Any]]) -> 
     if not turns:
         return prompt
     head = 0
-    while head < len(prompt) and prompt[head].get("role") in ("system", "developer"):
+    while head < len(prompt) and prompt[head].get("role") in chat.SYSTEM_ROLES:
         head += 1
     return prompt[:head] + turns + prompt[head:]

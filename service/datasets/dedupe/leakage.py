@@ -29,8 +29,9 @@ from service.datasets.dedupe.minhash import (
 from service.datasets.dedupe.storage import read_rows
 
 # Version 2: one-permutation signatures and vectorised word hashes; version 1 files (per-permutation MinHash) are
-# not comparable with them and are refused.
-SIGNATURE_VERSION = 2
+# not comparable with them and are refused. Version 3: multi-part contents read as service.chat reads them (text
+# parts run together, refusal parts are text), which changes the canonical text of such examples.
+SIGNATURE_VERSION = 3
 _SIG_MAGIC = b"FTDSIG1\n"
 _SIG_HEADER_SIZE = 4096
 _FLAG_HAS_WORDS = 1

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from service import chat
 from service.datasets.validation.state import (
     FinalAnswers,
     IssueCollector,
@@ -27,15 +28,8 @@ from service.datasets.validation.state import (
 )
 from service.tokens import SPECIAL_TOKEN_RE
 
-_MESSAGE_KEYS = {
-    "system": frozenset({"role", "content", "name"}),
-    "developer": frozenset({"role", "content", "name"}),
-    "user": frozenset({"role", "content", "name"}),
-    "assistant": frozenset({"role", "content", "name", "tool_calls", "function_call", "weight", "refusal", "audio"}),
-    "tool": frozenset({"role", "content", "tool_call_id"}),
-    "function": frozenset({"role", "content", "name"}),
-}
-_OUTPUT_KEYS = _MESSAGE_KEYS["assistant"] - {"weight"}
+_MESSAGE_KEYS = chat.MESSAGE_KEYS  # validation is the contract service.chat writes down
+_OUTPUT_KEYS = chat.OUTPUT_KEYS
 _CHAT_KEYS = frozenset({"messages", "tools", "parallel_tool_calls", "functions"})
 _PREFERENCE_KEYS = frozenset({"input", "preferred_output", "non_preferred_output"})
 _PREFERENCE_INPUT_KEYS = frozenset({"messages", "tools", "parallel_tool_calls"})
@@ -157,6 +151,7 @@ class ExampleChecker:
     def _content_parts(self, parts: list, role: str, line: int, where: str, ids: list[int]) -> tuple[bool, bool]:
         """Validate an array content and queue its text for counting; returns whether it has text and images."""
         add = self.issues.add
+        allowed = chat.PART_TYPES[role]
         has_text = has_image = False
         if not parts:
             add("empty_content", line, where, "content is an empty array")
@@ -167,28 +162,22 @@ class ExampleChecker:
                 add("invalid_content_part", line, at, f"a content part must be an object, got {_type_name(part)}")
                 continue
             kind = part.get("type")
-            if kind == "text":
-                text = part.get("text")
-                if type(text) is not str:
-                    add("invalid_content_part", line, at + ".text", "a text part needs a string `text`")
+            if type(kind) is str and kind in allowed:
+                field = chat.PART_TEXT_FIELD.get(kind)
+                if field is not None:  # text, or a refusal: text that counts like any other
+                    text = part.get(field)
+                    if type(text) is not str:
+                        add("invalid_content_part", line, f"{at}.{field}", f"a {kind} part needs a string `{field}`")
+                        continue
+                    ids.append(self._ref(text, line, f"{at}.{field}"))
+                    has_text = has_text or bool(text.strip())
                     continue
-                ids.append(self._ref(text, line, at + ".text"))
-                if text.strip():
-                    has_text = True
-            elif kind == "image_url" and role == "user":
                 image = part.get("image_url")
                 url = image.get("url") if type(image) is dict else None
                 if type(url) is not str or not url:
                     add("invalid_content_part", line, at + ".image_url", "an image part needs `image_url.url`")
                     continue
                 has_image = True
-            elif kind == "refusal" and role == "assistant":
-                refusal = part.get("refusal")
-                if type(refusal) is not str:
-                    add("invalid_content_part", line, at + ".refusal", "a refusal part needs a string `refusal`")
-                    continue
-                ids.append(self._ref(refusal, line, at + ".refusal"))
-                has_text = has_text or bool(refusal.strip())
             elif kind in ("input_audio", "file", "image_url"):
                 add("unsupported_content", line, at, f"`{kind}` parts are not supported in {role} messages here")
             else:
@@ -364,12 +353,8 @@ class ExampleChecker:
                 elif key == "content" and type(value) is list and role is not None:
                     has_text, has_image = self._content_parts(value, role, line, at + ".content", ids)
                     images = images or has_image
-                    if has_text and role in ("system", "developer"):
-                        content_text = "\n".join(
-                            part["text"] for part in value if type(part) is dict and type(part.get("text")) is str
-                        )
-                    elif has_text and role == "assistant":
-                        content_text = _dumps(value)
+                    if has_text and role in chat.SYSTEM_ROLES:
+                        content_text = chat.text_of(value)
                 else:
                     ids.append(ref(_dumps(value), line, f"{at}.{key}"))
                 if key == "name":
@@ -428,7 +413,7 @@ class ExampleChecker:
                         weighted += 1
                 else:
                     weighted += 1
-                last_assistant = content_text if content_text is not None else _dumps(message.get("tool_calls"))
+                last_assistant = chat.answer_of(message)
                 continue
             if "weight" in message:
                 add("invalid_weight", line, at + ".weight", f"weight is only allowed on assistant messages, not {role}")
@@ -464,7 +449,7 @@ class ExampleChecker:
                     at + ".content",
                     f"content must be a string or array, got {_type_name(content)}",
                 )
-            if i == 0 and role in ("system", "developer") and content_text is not None:
+            if i == 0 and role in chat.SYSTEM_ROLES and content_text is not None:
                 system_text = content_text
         summary = {
             "roles": roles,

@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from api_schemas.graders import LlmPairwiseGraderSpec, LlmRubricGraderSpec, Score
+from service import chat
 from service.evaluations.graders.base import Grader, GradingError, Sample, _require_graded
 from service.evaluations.graders.registry import register_grader
 from service.evaluations.stats import SufficientStatistics, mcnemar_test
@@ -101,23 +102,24 @@ _SYSTEM = (
 )
 
 
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        # Multi-part content: keep the text parts, mark the others.
-        parts = []
-        for part in content:
-            if isinstance(part, Mapping) and part.get("type") == "text":
-                parts.append(str(part.get("text", "")))
-            else:
-                parts.append(f"[{part.get('type', 'part') if isinstance(part, Mapping) else 'part'}]")
-        return "\n".join(parts)
-    return "" if content is None else json.dumps(content, ensure_ascii=False)
+def _render_message(message: Mapping[str, Any]) -> str:
+    """One message for the judge: ``[role]`` (``[role name]`` with a name), then its text as ``service.chat``
+    reads it with a marker for each part that is not text, then a ``call name(arguments)`` line per tool call."""
+    role = message.get("role")
+    label = role if isinstance(role, str) else chat.USER
+    name = message.get("name")
+    if isinstance(name, str) and name:
+        label = f"{label} {name}"
+    lines = [f"[{label}]", chat.text_of(message.get("content"), placeholders=True)]
+    refusal = message.get("refusal")
+    if isinstance(refusal, str) and refusal:
+        lines.append(refusal)
+    lines.extend(f"call {function}({arguments})" for function, arguments in chat.function_calls(message))
+    return "\n".join(lines)
 
 
 def render_conversation(messages: Sequence[Mapping[str, Any]]) -> str:
-    return "\n\n".join(f"[{m.get('role', 'user')}]\n{_content_text(m.get('content'))}" for m in messages)
+    return "\n\n".join(_render_message(m) for m in messages)
 
 
 def _section(tag: str, body: str) -> str:

@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service import chat
+
 from .errors import ChatTemplateError, DatasetFormatError
 
 IGNORE_INDEX = -100
-_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
-_MESSAGE_KEYS = {"role", "content", "name", "weight", "tool_calls", "function_call", "tool_call_id", "refusal"}
-_TEMPLATE_KEYS = ("role", "content", "name", "tool_calls", "function_call", "tool_call_id")
 
 
 @dataclass
@@ -83,7 +82,7 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def parse_chat_example(obj: Any, *, path: str | None = None, line: int | None = None) -> ChatExample:
-    """Validate one JSONL object of the chat format and normalise it for a chat template."""
+    """Read one JSONL object of the chat format (as ``service.chat`` reads it) and normalise it for a chat template."""
 
     def fail(message: str, field_name: str | None = None) -> DatasetFormatError:
         return DatasetFormatError(message, path=path, line=line, field=field_name)
@@ -100,51 +99,34 @@ def parse_chat_example(obj: Any, *, path: str | None = None, line: int | None = 
     tools = obj.get("tools")
     if tools is not None and not isinstance(tools, list):
         raise fail("'tools' must be a list", "tools")
-    normalised: list[dict[str, Any]] = []
-    weights: list[int | None] = []
-    for index, message in enumerate(messages):
-        where = f"messages[{index}]"
-        if not isinstance(message, dict):
-            raise fail("each message must be an object", where)
-        unknown = set(message) - _MESSAGE_KEYS
-        if unknown:
-            raise fail(f"unrecognised keys {sorted(unknown)}", where)
-        role = message.get("role")
-        if role not in _ROLES:
-            raise fail(f"role must be one of {sorted(_ROLES)}, got {role!r}", f"{where}.role")
-        weight = message.get("weight")
-        if weight is not None:
-            if role != "assistant":
-                raise fail("'weight' is only allowed on assistant messages", f"{where}.weight")
-            if weight not in (0, 1) or isinstance(weight, bool):
-                raise fail("'weight' must be 0 or 1", f"{where}.weight")
-        content = _content_text(message.get("content"), fail, f"{where}.content")
-        if content is None and not (
-            role == "assistant" and (message.get("tool_calls") or message.get("function_call"))
-        ):
-            raise fail("message has no content", f"{where}.content")
-        out = {key: message[key] for key in _TEMPLATE_KEYS if key in message}
-        # Most open-model templates know no "developer" role: it plays the system role.
-        out["role"] = "system" if role == "developer" else role
-        out["content"] = content if content is not None else ""
-        normalised.append(out)
-        weights.append(weight if role == "assistant" else None)
-    if "assistant" not in {m["role"] for m in normalised}:
+    try:
+        read = chat.parse_messages(messages)
+    except chat.ChatFormatError as exc:
+        raise fail(exc.message, exc.field) from None
+    normalised = [_template_message(message, f"messages[{i}]", fail) for i, message in enumerate(read)]
+    if not any(message.role == chat.ASSISTANT for message in read):
         raise fail("example has no assistant message to learn from", "messages")
-    return ChatExample(messages=normalised, weights=weights, tools=tools)
+    return ChatExample(
+        messages=normalised,
+        weights=[message.weight if message.role == chat.ASSISTANT else None for message in read],
+        tools=tools,
+    )
 
 
-def _content_text(content: Any, fail: Any, where: str) -> str | None:
-    if content is None or isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise fail("only text content parts are supported by the local provider", where)
-            parts.append(part["text"])
-        return "".join(parts)
-    raise fail("content must be a string or a list of text parts", where)
+def _template_message(message: chat.Message, where: str, fail: Any) -> dict[str, Any]:
+    """A message as chat templates take it: text content, and the system role for ``developer`` (most open-model
+    templates know no developer role)."""
+    if message.images:
+        raise fail("only text content parts are supported by the local provider", f"{where}.content")
+    out: dict[str, Any] = {"role": chat.SYSTEM if message.role == chat.DEVELOPER else message.role}
+    out["content"] = message.text
+    if message.name is not None:
+        out["name"] = message.name
+    for key in ("tool_calls", "function_call", "tool_call_id"):
+        value = getattr(message, key)
+        if value is not None:
+            out[key] = value
+    return out
 
 
 class ChatEncoder:
@@ -243,19 +225,18 @@ class ChatEncoder:
 
 
 def parse_prompt(messages: Any) -> ChatExample:
-    """Validate a prompt (a message list that need not contain an assistant turn)."""
+    """Read a prompt (a message list that need not contain an assistant turn) as chat servers do (``service.chat``)."""
     if not isinstance(messages, list) or not messages:
         raise DatasetFormatError("a prompt must be a non-empty list of messages")
-    normalised = []
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in _ROLES:
-            raise DatasetFormatError(f"messages[{index}] must be an object with a role in {sorted(_ROLES)}")
-        content = _content_text(
-            message.get("content"), lambda text, where=None: DatasetFormatError(text, field=where), f"messages[{index}]"
-        )
-        role = "system" if message["role"] == "developer" else message["role"]
-        extra = {key: message[key] for key in _TEMPLATE_KEYS if key in message and key not in {"role", "content"}}
-        normalised.append({"role": role, "content": content or "", **extra})
+
+    def fail(message: str, field_name: str | None = None) -> DatasetFormatError:
+        return DatasetFormatError(message, field=field_name)
+
+    try:
+        read = chat.parse_messages(messages, prompt=True)
+    except chat.ChatFormatError as exc:
+        raise fail(exc.message, exc.field) from None
+    normalised = [_template_message(message, f"messages[{i}]", fail) for i, message in enumerate(read)]
     return ChatExample(messages=normalised, weights=[None] * len(normalised))
 
 
