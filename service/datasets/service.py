@@ -13,9 +13,10 @@ from service.clock import utcnow
 from service.datasets import states
 from service.datasets.models import Dataset
 from service.datasets.storage import StagedFile, blob_path, remove_blob_if_unused
-from service.errors import Conflict, InvalidInput, NotFound
+from service.errors import Conflict, InvalidInput
 from service.jobs.models import Job
 from service.settings import Settings
+from service.tenancy import get_owned
 from service.work import machine, names
 from service.work.kind import StepFailure, WorkKind
 from service.work.lease import leased
@@ -26,10 +27,7 @@ KNOWN_FORMATS = ("chat", "preference", "prompt_completion", "csv")
 
 
 def get_dataset(session: Session, project_id: str, dataset_id: str) -> Dataset:
-    ds = session.get(Dataset, dataset_id)
-    if ds is None or ds.project_id != project_id:
-        raise NotFound("dataset", dataset_id)
-    return ds
+    return get_owned(session, Dataset, dataset_id, project_id, "dataset")
 
 
 def get_ready_dataset(session: Session, project_id: str, dataset_id: str, role: str) -> Dataset:

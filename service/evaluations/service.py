@@ -27,6 +27,7 @@ from service.evaluations.models import Evaluation
 from service.events.models import Event
 from service.jobs.models import Job
 from service.settings import Settings, get_settings
+from service.tenancy import get_owned
 from service.work import machine, names
 from service.work.kind import StepFailure, WorkKind
 
@@ -105,10 +106,7 @@ def create_evaluation(
 
 
 def get_evaluation(session: Session, project_id: str, evaluation_id: str) -> Evaluation:
-    evaluation = session.get(Evaluation, evaluation_id)
-    if evaluation is None or evaluation.project_id != project_id:
-        raise NotFound("evaluation", evaluation_id)
-    return evaluation
+    return get_owned(session, Evaluation, evaluation_id, project_id, "evaluation")
 
 
 def request_cancel(session: Session, project_id: str, evaluation_id: str) -> Evaluation:

@@ -13,11 +13,12 @@ from sqlmodel import Session, select
 
 from api_schemas.evaluations import EndpointCandidate, JobCandidate, ModelCandidate
 from api_schemas.jobs import JobStatus
-from service.errors import Conflict, InvalidInput, NotFound, Unavailable
+from service.errors import Conflict, InvalidInput, Unavailable
 from service.evaluations.generation import ClientConfig
 from service.jobs.models import Job, JobCheckpoint
 from service.secrets import decrypt_secret, encrypt_secret
 from service.settings import Settings
+from service.tenancy import get_owned
 
 SECRET_PURPOSE = "evaluation-endpoint"
 
@@ -55,13 +56,6 @@ def openai_client(session: Session, settings: Settings, project_id: str) -> Clie
     return ClientConfig(base_url=base_url, api_key=SecretStr(key))
 
 
-def _job(session: Session, project_id: str, job_id: str) -> Job:
-    job = session.get(Job, job_id)
-    if job is None or job.project_id != project_id:
-        raise NotFound("job", job_id)
-    return job
-
-
 def resolve(
     session: Session, settings: Settings, project_id: str, candidate: dict[str, Any], *, check_only: bool = False
 ) -> Target:
@@ -82,7 +76,7 @@ def resolve(
         client = openai_client(session, settings, project_id) if not check_only else _placeholder_client()
         return RemoteTarget(spec_m.model, client, "openai")
     spec_j = JobCandidate.model_validate(candidate)
-    job = _job(session, project_id, spec_j.job_id)
+    job = get_owned(session, Job, spec_j.job_id, project_id, "job")
     if spec_j.checkpoint_step is None and job.status != JobStatus.succeeded:
         raise Conflict(
             f"job {job.id} is {job.status}; only a succeeded job has a fine-tuned model to evaluate",

@@ -6,9 +6,9 @@ from api_schemas.common import Page, problem_responses
 from api_schemas.events import EventOut
 from service.api.deps import CallerDep, SessionDep
 from service.api.pagination import PageParams, page_params, paginate, select_for_project
-from service.errors import NotFound
 from service.events.models import Event
 from service.events.service import envelope
+from service.tenancy import get_owned
 
 router = APIRouter(prefix="/events", tags=["events"])
 
@@ -32,7 +32,4 @@ def list_events(
 
 @router.get("/{event_id}", response_model=EventOut, responses=problem_responses(401, 404))
 def get_event(event_id: str, caller: CallerDep, session: SessionDep) -> EventOut:
-    ev = session.get(Event, event_id)
-    if ev is None or ev.project_id != caller.project_id:
-        raise NotFound("event", event_id)
-    return event_out(ev)
+    return event_out(get_owned(session, Event, event_id, caller.project_id, "event"))

@@ -21,7 +21,7 @@ from service.datasets.models import Dataset
 from service.datasets.service import get_ready_dataset
 from service.datasets.storage import blob_path
 from service.db import session_scope
-from service.errors import Conflict, InvalidInput, NotFound
+from service.errors import Conflict, InvalidInput
 from service.jobs import metrics, states
 from service.jobs.crashpoints import crash_point
 from service.jobs.models import Job, JobCheckpoint, JobEvent
@@ -31,6 +31,7 @@ from service.providers import registry
 from service.providers.base import HasResultFiles, JobSpec, ProviderError, ProviderJob, TrainingProvider
 from service.providers.models import ProviderFile
 from service.settings import Settings, get_settings
+from service.tenancy import get_owned
 from service.work import machine, names
 from service.work.kind import StepFailure, WorkKind
 from service.work.lease import leased, record_failure
@@ -170,10 +171,7 @@ def rerun_job(session: Session, project_id: str, job_id: str, req: JobRerun, set
 
 
 def get_job(session: Session, project_id: str, job_id: str) -> Job:
-    job = session.get(Job, job_id)
-    if job is None or job.project_id != project_id:
-        raise NotFound("job", job_id)
-    return job
+    return get_owned(session, Job, job_id, project_id, "job")
 
 
 def request_action(session: Session, project_id: str, job_id: str, action: str) -> Job:

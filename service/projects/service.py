@@ -6,6 +6,7 @@ from service.clock import utcnow
 from service.errors import NotFound, Unauthorized
 from service.projects.keys import display_prefix, generate_key, hash_key
 from service.projects.models import ApiKey, Project
+from service.tenancy import get_owned
 
 
 def create_project(session: Session, name: str, server_secret: bytes) -> tuple[Project, ApiKey, str]:
@@ -51,9 +52,7 @@ def list_projects(session: Session) -> list[Project]:
 
 
 def revoke_api_key(session: Session, project_id: str, key_id: str) -> ApiKey:
-    key = session.get(ApiKey, key_id)
-    if key is None or key.project_id != project_id:
-        raise NotFound("api_key", key_id)
+    key = get_owned(session, ApiKey, key_id, project_id, "api_key")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         session.add(key)

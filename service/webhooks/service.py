@@ -9,12 +9,13 @@ from sqlmodel import Session, select
 from api_schemas.events import EventType
 from api_schemas.webhooks import WebhookEndpointCreate, WebhookEndpointUpdate
 from service.clock import utcnow
-from service.errors import InvalidInput, NotFound
+from service.errors import InvalidInput
 from service.events import service as events
 from service.events.models import Event
 from service.net import allowed_url, outbound_policy
 from service.secrets import decrypt_secret, encrypt_secret
 from service.settings import Settings
+from service.tenancy import get_owned
 from service.webhooks.models import Delivery, WebhookEndpoint
 from service.webhooks.signing import generate_secret
 
@@ -37,10 +38,7 @@ def _check_types(types: list[str]) -> list[str]:
 
 
 def get_endpoint(session: Session, project_id: str, endpoint_id: str) -> WebhookEndpoint:
-    ep = session.get(WebhookEndpoint, endpoint_id)
-    if ep is None or ep.project_id != project_id:
-        raise NotFound("webhook_endpoint", endpoint_id)
-    return ep
+    return get_owned(session, WebhookEndpoint, endpoint_id, project_id, "webhook_endpoint")
 
 
 def create_endpoint(
@@ -114,9 +112,7 @@ def send_test(session: Session, project_id: str, endpoint_id: str) -> Delivery:
 
 def redeliver(session: Session, project_id: str, event_id: str, endpoint_id: str | None = None) -> list[Delivery]:
     """Send an event again (to one endpoint or all its deliveries): a fresh schedule, the same webhook-id."""
-    ev = session.get(Event, event_id)
-    if ev is None or ev.project_id != project_id:
-        raise NotFound("event", event_id)
+    ev = get_owned(session, Event, event_id, project_id, "event")
     now = utcnow()
     stmt = select(Delivery).where(Delivery.event_id == ev.id)
     if endpoint_id:
