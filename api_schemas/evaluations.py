@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from api_schemas.graders import ExactMatchGraderSpec, GraderComparison, GraderSpec, GraderSummary, Score
+from api_schemas.work import LastError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 
@@ -237,6 +238,10 @@ class EvaluationOut(BaseModel):
     progress: Progress
     results: EvaluationResults | None = None
     error: EvaluationError | None = None
+    last_error: LastError | None = Field(
+        default=None, description="The last error the run met (retried until the bound, then the evaluation fails)."
+    )
+    attempts: int = Field(default=0, description="Failed runs in a row (0: the last one went well).")
     cancel_requested: bool = False
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime

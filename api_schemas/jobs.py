@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from api_schemas.evaluations import JobEvaluationRequest
+from api_schemas.work import LastError
 
 
 class JobStatus(StrEnum):
@@ -92,6 +93,10 @@ class JobOut(BaseModel):
     max_cost_usd: str | None = None
     price_table_version: str | None = None
     error: JobError | None = None
+    last_error: LastError | None = Field(
+        default=None, description="The last error a step of this job met, e.g. a provider answering 503 (retried)."
+    )
+    attempts: int = Field(default=0, description="Failed attempts in a row of the current step (0: it went well).")
     warnings: list[dict[str, Any]] = Field(default_factory=list)
     requested_action: str | None = None
     rerun_of_job_id: str | None = None
