@@ -26,7 +26,7 @@ class ProviderEntry:
 
 
 def _openai_entry() -> ProviderEntry:
-    from service.providers.openai_provider import OpenAIProvider
+    from service.providers.openai.provider import OpenAIProvider
 
     def build(settings: Settings, cred: ProviderCredential | None, secret: str | None) -> TrainingProvider:
         key = secret or (settings.openai_api_key.get_secret_value() if settings.openai_api_key else None)
