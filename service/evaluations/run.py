@@ -41,7 +41,6 @@ CANCEL_CHECK_S = 2.0
 # One local model generating at a time in this process: two would share the same cores or GPU and memory.
 _LOCAL_DEVICE = threading.Lock()
 FLUSH_EVERY = 32
-BATCH_POLL_S = 30.0
 
 
 class LeaseLost(Exception):

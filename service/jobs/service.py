@@ -39,7 +39,6 @@ from service.work.lease import leased, record_failure
 log = logging.getLogger(__name__)
 
 S = JobStatus
-AT_PROVIDER = {S.submitted, S.validating_files, S.queued, S.running, S.paused}
 
 
 # Polling ------------------------------------------------------------------------------------------------------------

@@ -111,3 +111,38 @@ def test_cancelling_a_backing_off_evaluation_ends_it_cancelled_promptly(stack, n
     assert r.status_code == 200 and r.json()["cancel_requested"]
     ev = wait_for(lambda: (e := stack.get(path))["status"] in ("cancelled", "failed", "succeeded") and e, timeout=10)
     assert ev["status"] == "cancelled", ev
+
+
+def test_a_job_whose_provider_keeps_failing_shows_the_error_then_fails_after_the_bound(stack, bounded, chat_jsonl):
+    emu = stack.emulator
+    emu.add_fault(r"^POST /v1/files$", "503", probability=1.0, retry_after_seconds=None)
+    ds = stack.upload(chat_jsonl)
+    r = stack.client.post(
+        "/v1/jobs",
+        json={"training_dataset_id": ds["id"], "provider": "openai", "model": "gpt-4.1-mini"},
+        headers=stack.headers,
+    )
+    assert r.status_code == 201, r.text
+    path = f"/v1/jobs/{r.json()['id']}"
+
+    # While it retries, the API says what goes wrong (not only "uploading files").
+    retrying = wait_for(lambda: (j := stack.get(path)) and j["attempts"] >= 1 and j)
+    assert retrying["last_error"]["message"] and retrying["last_error"]["at"]
+
+    job = wait_for(lambda: (j := stack.get(path))["status"] in ("failed", "succeeded", "cancelled") and j)
+    assert job["status"] == "failed" and job["error"]["code"] == "step_failed", job
+    assert f"{BOUND} times in a row" in job["error"]["message"] and job["attempts"] == BOUND
+
+
+def test_a_job_that_recovers_keeps_its_last_error_and_resets_its_count(stack, chat_jsonl):
+    emu = stack.emulator
+    emu.add_fault(r"^POST /v1/files$", "503", count=2, retry_after_seconds=None)
+    ds = stack.upload(chat_jsonl)
+    r = stack.client.post(
+        "/v1/jobs",
+        json={"training_dataset_id": ds["id"], "provider": "openai", "model": "gpt-4.1-mini"},
+        headers=stack.headers,
+    )
+    assert r.status_code == 201, r.text
+    job = wait_for(lambda: (j := stack.get(f"/v1/jobs/{r.json()['id']}"))["status"] == "succeeded" and j, timeout=120)
+    assert job["attempts"] == 0 and job["last_error"] is not None and job["error"] is None
