@@ -13,14 +13,15 @@ from api_schemas.webhooks import (
     WebhookEndpointUpdate,
     WebhookEndpointWithSecret,
 )
-from service import queue
 from service.api.creating import respond_created
 from service.api.deps import CallerDep, IdempotencyKey, SessionDep, SettingsDep
 from service.api.pagination import PageParams, page_params, paginate, select_for_project
 from service.events.models import Event
+from service.events.service import EVENTS
 from service.idempotency.service import fingerprint
 from service.webhooks import dispatch, service
 from service.webhooks.models import Delivery, DeliveryAttempt, WebhookEndpoint
+from service.work.wake import wake as wake_kind
 
 router = APIRouter(tags=["webhooks"])
 
@@ -193,5 +194,5 @@ def redeliver(
     if deliveries:
         dispatch.wake(settings)
     else:
-        queue.enqueue("events.fanout", event_id)
+        wake_kind(EVENTS, event_id)
     return RedeliverOut(event_id=event_id, deliveries=[d.id for d in deliveries])
