@@ -4,10 +4,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from api_schemas.common import RequestModel
 
-
-class ProjectCreate(RequestModel):
+class ProjectCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
 
 
@@ -18,7 +16,7 @@ class ProjectOut(BaseModel):
     created_at: datetime
 
 
-class ApiKeyCreate(RequestModel):
+class ApiKeyCreate(BaseModel):
     name: str = Field(default="default", min_length=1, max_length=200)
 
 

@@ -5,10 +5,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from api_schemas.common import RequestModel
 
-
-class WebhookEndpointCreate(RequestModel):
+class WebhookEndpointCreate(BaseModel):
     url: str = Field(min_length=1, max_length=2000, description="https URL that receives events.")
     event_types: list[str] = Field(
         default_factory=list, description="Event types to send ('job.*' style prefixes allowed); empty: all."
@@ -16,7 +14,7 @@ class WebhookEndpointCreate(RequestModel):
     description: str = Field(default="", max_length=500)
 
 
-class WebhookEndpointUpdate(RequestModel):
+class WebhookEndpointUpdate(BaseModel):
     url: str | None = Field(default=None, min_length=1, max_length=2000)
     event_types: list[str] | None = None
     description: str | None = Field(default=None, max_length=500)

@@ -9,6 +9,7 @@ from typing import Any
 from sqlmodel import Session, select
 
 from api_schemas.evaluations import (
+    EndpointCandidate,
     EvaluationCreate,
     JobCandidate,
     JobEvaluationRequest,
@@ -26,6 +27,7 @@ from service.evaluations.graders.base import GraderConfigError
 from service.evaluations.models import Evaluation
 from service.events.models import Event
 from service.jobs.models import Job
+from service.net import allowed_url, outbound_policy
 from service.settings import Settings, get_settings
 from service.tenancy import get_owned
 from service.work import machine, names
@@ -55,6 +57,17 @@ def _check_graders(req: EvaluationCreate | JobEvaluationRequest) -> None:
             raise InvalidInput(str(exc), code="invalid_grader") from exc
 
 
+def _check_urls(req: EvaluationCreate | JobEvaluationRequest, settings: Settings, prefix: str = "") -> None:
+    """Every URL this evaluation will dial passes the outbound policy now (422 ``url_not_allowed`` naming the
+    field); the address it resolves to is checked again at each connection."""
+    policy = outbound_policy(settings)
+    for i, candidate in enumerate(req.candidates if isinstance(req, EvaluationCreate) else ()):
+        if isinstance(candidate, EndpointCandidate):
+            allowed_url(candidate.base_url, field=f"{prefix}candidates.{i}.base_url", policy=policy)
+    if req.judge is not None and req.judge.base_url is not None:
+        allowed_url(req.judge.base_url, field=f"{prefix}judge.base_url", policy=policy)
+
+
 def create_evaluation(
     session: Session,
     project_id: str,
@@ -64,6 +77,7 @@ def create_evaluation(
     settings: Settings | None = None,
 ) -> Evaluation:
     settings = settings or get_settings()
+    _check_urls(req, settings)
     _ready_dataset(session, project_id, req.dataset_id, "test")
     resolved = []
     for candidate in req.candidates:
@@ -72,9 +86,10 @@ def create_evaluation(
         resolved.append(
             targets.resolve(session, settings, project_id, candidate.model_dump(mode="json"), check_only=True)
         )
-    judge = targets.judge_endpoint(req.judge.model_dump(mode="json") if req.judge is not None else None)
-    if judge is not None:
-        resolved.append(targets.resolve(session, settings, project_id, judge, check_only=True))
+    if req.judge is not None:
+        resolved.append(
+            targets.resolve(session, settings, project_id, req.judge.model_dump(mode="json"), check_only=True)
+        )
     if req.overfit_check is not None:
         _ready_dataset(session, project_id, req.overfit_check.dataset_id, "training")
     _check_graders(req)
@@ -169,6 +184,7 @@ def check_job_evaluation_request(
     session: Session, project_id: str, req: JobEvaluationRequest, settings: Settings
 ) -> dict[str, Any]:
     """Check a job's evaluation request when the job is created (not hours later), and return it as stored."""
+    _check_urls(req, settings, prefix="evaluation.")
     _ready_dataset(session, project_id, req.dataset_id, "evaluation")
     _check_graders(req)
     stored = req.model_dump(mode="json", exclude={"judge"})

@@ -200,14 +200,23 @@ def outbound_policy(settings: Settings | None = None) -> OutboundPolicy:
 
 def allowed_url(url: str, *, field: str, policy: OutboundPolicy | None = None) -> str:
     """``url`` normalised if the policy allows it; otherwise the 422 problem ``url_not_allowed`` naming ``field``
-    (its JSON path in the request, e.g. ``candidates.1.base_url``). For every route that takes a URL."""
-    from service.errors import InvalidInput
+    (its JSON path in the request, e.g. ``candidates.1.base_url``). For every route that takes a URL.
 
+    A host name is resolved too, so a name that points inside the network is refused when it is given rather than
+    when it is first dialled. A name that does not resolve (yet) is accepted: the connection checks it again anyway.
+    """
+    from service.errors import InvalidInput
+    from service.net.resolve import resolve_briefly
+
+    policy = policy if policy is not None else outbound_policy()
     try:
-        return check_url(url, policy).url
+        target = check_url(url, policy)
+        if target.ip is None:
+            resolve_briefly(target.host, target.port, policy)
     except UrlNotAllowed as exc:
         raise InvalidInput(
             f"{field} is not allowed: {exc}",
             code="url_not_allowed",
             errors=[{"code": "url_not_allowed", "message": str(exc), "field": field}],
         ) from None
+    return target.url

@@ -6,6 +6,7 @@ address to a check and a private one to the connect): the transport never lets t
 
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import socket
 from collections.abc import Callable, Sequence
@@ -55,3 +56,18 @@ def resolve_checked(
         for ip in addresses:
             policy.check_address(ip, host, resolved=True)
     return addresses
+
+
+# Lookups made while an API request waits; a resolver that hangs costs at most one of these threads per lookup.
+_BRIEF_LOOKUPS = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="outbound-dns")
+BRIEF_LOOKUP_S = 2.0
+
+
+def resolve_briefly(host: str, port: int, policy: OutboundPolicy, timeout: float = BRIEF_LOOKUP_S) -> None:
+    """Raise OutboundRefused if ``host`` resolves, within ``timeout``, to an address the policy refuses. A name that
+    does not resolve in time is let through: it is resolved and checked again at every connection."""
+    future = _BRIEF_LOOKUPS.submit(resolve_checked, host, port, policy)
+    try:
+        future.result(timeout=timeout)
+    except (HostResolutionError, concurrent.futures.TimeoutError):
+        return

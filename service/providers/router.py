@@ -8,9 +8,8 @@ from pydantic import BaseModel, Field, field_validator
 from api_schemas.common import Page, problem_responses
 from api_schemas.providers import ProviderModelOut
 from service.api.deps import CallerDep, SessionDep, SettingsDep
-from service.api.outbound import OutboundGateDep
 from service.clock import utcnow
-from service.db import release_connection
+from service.net import allowed_url, outbound_policy
 from service.providers import registry
 from service.providers.models import ProviderCredential
 
@@ -98,6 +97,9 @@ def put_credentials(
     cred.secret_ciphertext = registry.encode_credential(
         settings, registry.CredentialSecrets(api_key=body.api_key, webhook_secret=webhook_secret)
     )
+    if body.base_url is not None:
+        # The provider's clients dial this URL for every call: it passes the outbound policy like any user-given URL.
+        allowed_url(body.base_url, field="base_url", policy=outbound_policy(settings))
     cred.base_url = body.base_url
     cred.hint = body.api_key[-4:] if len(body.api_key) >= 12 else ""
     cred.updated_at = utcnow()
@@ -116,20 +118,12 @@ def put_credentials(
 @router.get(
     "/{provider}/models",
     response_model=Page[ProviderModelOut],
-    responses=problem_responses(401, 422, 429, 503),
+    responses=problem_responses(401, 422, 503),
     summary="Models the provider can fine-tune or serve, with shutdown dates and warnings",
 )
-def list_models(
-    provider: str, caller: CallerDep, session: SessionDep, settings: SettingsDep, gate: OutboundGateDep
-) -> Page[ProviderModelOut]:
+def list_models(provider: str, caller: CallerDep, session: SessionDep, settings: SettingsDep) -> Page[ProviderModelOut]:
     from service.jobs.deprecation import provider_models
 
-    built = registry.build_provider(
-        session, settings, caller.project_id, provider, timeout_s=settings.outbound_timeout_s
+    return Page[ProviderModelOut](
+        data=provider_models(session, settings, caller.project_id, provider), has_more=False, next_cursor=None
     )
-    # The provider may take its time: its answer is awaited with no database connection held, in one of the few
-    # slots this project has for such calls.
-    release_connection(session)
-    with gate.slot(caller.project_id):
-        data = provider_models(built)
-    return Page[ProviderModelOut](data=data, has_more=False, next_cursor=None)

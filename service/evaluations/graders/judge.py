@@ -25,9 +25,11 @@ import numpy as np
 
 from api_schemas.graders import LlmPairwiseGraderSpec, LlmRubricGraderSpec, Score
 from service import chat
+from service.errors import ServiceError
 from service.evaluations.graders.base import Grader, GradingError, Sample, _require_graded
 from service.evaluations.graders.registry import register_grader
 from service.evaluations.stats import SufficientStatistics, mcnemar_test
+from service.net import is_refusal
 
 # Part of every cache key: changing a prompt template must not reuse verdicts given to the old one.
 RUBRIC_PROMPT_VERSION = "rubric-v1"
@@ -207,6 +209,13 @@ def parse_winner(text: str) -> Literal["A", "B", "TIE"]:
 # Graders
 
 
+class JudgeRefused(ServiceError):
+    """The outbound policy refused the judge endpoint's address. Every other prompt would meet the same refusal, so
+    the evaluation fails with it rather than grading each sample as an error."""
+
+    kind, code = "invalid", "url_not_allowed"
+
+
 class _JudgeGrader(Grader[Any]):
     needs_llm = True
     needs_reference = False
@@ -233,6 +242,8 @@ class _JudgeGrader(Grader[Any]):
         try:
             reply = await self._client.complete(model=self.spec.model, messages=messages, **params)
         except Exception as exc:  # the client already retried what was transient; whatever is left fails the sample
+            if is_refusal(exc):
+                raise JudgeRefused(f"judge endpoint: {exc}") from exc
             raise GradingError(f"judge request failed: {type(exc).__name__}: {exc}") from exc
         details = {"cached": False, "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens}
         try:
