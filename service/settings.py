@@ -96,6 +96,21 @@ class Settings(BaseSettings):
     hf_offline: bool = Field(
         default=True, description="Load base models only from local files (no Hugging Face Hub requests)."
     )
+    inference_max_batch_size: int = Field(
+        default=32, ge=1, description="Sequences the inference runtime decodes together in one batch (per base model)."
+    )
+    inference_max_queued: int = Field(
+        default=256, ge=1, description="Inference requests waiting for a batch slot; more are refused (429, retry-after)."
+    )
+    inference_max_tokens: int = Field(
+        default=4096, ge=1, description="Most tokens one inference request may ask to generate (per choice)."
+    )
+    inference_memory_budget_mb: int = Field(
+        default=8192, ge=1, description="Memory for resident base models and LoRA adapters; least recently used go first."
+    )
+    inference_request_timeout_s: float = Field(
+        default=300.0, gt=0, description="Longest an inference request may queue and generate before it is ended."
+    )
 
     price_table_path: Path | None = Field(default=None, description="Override the bundled versioned price table.")
 
