@@ -230,7 +230,7 @@ class Message:
         return _answer(self.text, self.tool_calls, self.function_call)
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
     if value is None:
         return "null"
     return {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}.get(
@@ -248,7 +248,7 @@ def read_message(obj: Any, where: str = "message", *, output: bool = False, prom
     Rules about the conversation (tool call ids, names' patterns, tool definitions) are validation's alone.
     """
     if type(obj) is not dict:
-        raise ChatFormatError(f"a message must be an object, got {_type_name(obj)}", where)
+        raise ChatFormatError(f"a message must be an object, got {type_name(obj)}", where)
     role = obj.get("role")
     if role not in MESSAGE_KEYS:
         raise ChatFormatError(f"role must be one of {', '.join(ROLES)}, got {role!r}", f"{where}.role")
@@ -280,12 +280,12 @@ def read_message(obj: Any, where: str = "message", *, output: bool = False, prom
                 field = PART_TEXT_FIELD[kind]
                 raise ChatFormatError(f"a {kind} part needs a string `{field}`", f"{where}.content[{j}].{field}")
     elif content is not None and type(content) is not str:
-        raise ChatFormatError(f"content must be a string or an array, got {_type_name(content)}", f"{where}.content")
+        raise ChatFormatError(f"content must be a string or an array, got {type_name(content)}", f"{where}.content")
     tool_calls = obj.get("tool_calls")
     function_call = obj.get("function_call")
     refusal = obj.get("refusal")
     if refusal is not None and type(refusal) is not str:
-        raise ChatFormatError(f"`refusal` must be a string, got {_type_name(refusal)}", f"{where}.refusal")
+        raise ChatFormatError(f"`refusal` must be a string, got {type_name(refusal)}", f"{where}.refusal")
     if obj.get("audio") is not None:
         raise ChatFormatError("assistant audio is not supported", f"{where}.audio")
     calls = role == ASSISTANT and bool(tool_calls or function_call)
@@ -313,7 +313,7 @@ def read_message(obj: Any, where: str = "message", *, output: bool = False, prom
 def parse_messages(messages: Any, where: str = "messages", *, output: bool = False, prompt: bool = False) -> list[Message]:
     """Read a message list (``read_message`` for each); raises ``ChatFormatError`` for a list that is not one."""
     if type(messages) is not list:
-        raise ChatFormatError(f"messages must be an array, got {_type_name(messages)}", where)
+        raise ChatFormatError(f"messages must be an array, got {type_name(messages)}", where)
     return [
         read_message(message, f"{where}[{i}]", output=output, prompt=prompt)
         for i, message in enumerate(messages)
