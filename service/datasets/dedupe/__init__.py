@@ -1,5 +1,8 @@
 """Exact and near-duplicate detection inside one dataset, and leakage between two datasets, in bounded memory.
 
+* ``params``: ``MinHashParams`` and the LSH band layout for a threshold (``lsh_bands``);
+* ``word_tables`` and ``words``: per-code-point lookup tables (cached on disk) and the vectorised word hashes of NFC
+  texts; ``hashing``: the 64-bit mixer and seeded constants;
 * ``minhash``: word shingles, one-permutation MinHash signatures, LSH band keys (``Sketcher``, ``Sketches``);
 * ``storage``: in-memory-then-spilled row stores and hash-partitioned stores;
 * ``finder``: ``DuplicateFinder`` and its ``DuplicateResult``;
@@ -12,15 +15,9 @@ LSH index is a dict in memory (or Redis/Cassandra), which breaks the memory boun
 
 from service.datasets.dedupe.finder import DuplicateFinder, DuplicateResult
 from service.datasets.dedupe.leakage import SIGNATURE_VERSION, LeakageResult, build_signature_index, find_leakage
-from service.datasets.dedupe.minhash import (
-    DEFAULT_NUM_PERM,
-    DEFAULT_SHINGLE_SIZE,
-    MinHashParams,
-    Sketcher,
-    Sketches,
-    lsh_bands,
-    prepare,
-)
+from service.datasets.dedupe.minhash import Sketcher, Sketches
+from service.datasets.dedupe.params import DEFAULT_NUM_PERM, DEFAULT_SHINGLE_SIZE, MinHashParams, lsh_bands
+from service.datasets.dedupe.word_tables import prepare
 
 __all__ = [
     "DEFAULT_NUM_PERM",

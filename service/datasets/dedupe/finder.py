@@ -21,17 +21,8 @@ from typing import Self
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from service.datasets.dedupe.minhash import (
-    DEFAULT_MEMORY_BUDGET,
-    DEFAULT_NUM_PERM,
-    DEFAULT_SHINGLE_SIZE,
-    VERIFY_BATCH_PAIRS,
-    MinHashParams,
-    Sketcher,
-    Sketches,
-    signature_width,
-    verify,
-)
+from service.datasets.dedupe.minhash import VERIFY_BATCH_PAIRS, Sketcher, Sketches, signature_width, verify
+from service.datasets.dedupe.params import DEFAULT_MEMORY_BUDGET, DEFAULT_NUM_PERM, DEFAULT_SHINGLE_SIZE, MinHashParams
 from service.datasets.dedupe.storage import PartitionStore, RowStore, SpillDir
 
 _RESOLVE_BATCH = 4096

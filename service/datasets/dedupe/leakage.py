@@ -15,17 +15,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from service.datasets.canonical import canonical_example_text
-from service.datasets.dedupe.minhash import (
-    DEFAULT_MEMORY_BUDGET,
-    DEFAULT_NUM_PERM,
-    DEFAULT_SHINGLE_SIZE,
-    VERIFY_BATCH_PAIRS,
-    MinHashParams,
-    Sketcher,
-    Sketches,
-    signature_width,
-    verify,
-)
+from service.datasets.dedupe.minhash import VERIFY_BATCH_PAIRS, Sketcher, Sketches, signature_width, verify
+from service.datasets.dedupe.params import DEFAULT_MEMORY_BUDGET, DEFAULT_NUM_PERM, DEFAULT_SHINGLE_SIZE, MinHashParams
 from service.datasets.dedupe.storage import read_rows
 
 # Version 2: one-permutation signatures and vectorised word hashes; version 1 files (per-permutation MinHash) are

@@ -18,7 +18,8 @@ import pytest
 
 from service.datasets.canonical import canonical_example_text, canonical_words_text
 from service.datasets.dedupe import DuplicateFinder, DuplicateResult, MinHashParams, Sketcher, Sketches
-from service.datasets.dedupe.minhash import exact_digest, word_hashes
+from service.datasets.dedupe.minhash import exact_digest
+from service.datasets.dedupe.words import word_hashes
 from service.datasets.validation.scan import exact_digests
 
 _PIECES = [

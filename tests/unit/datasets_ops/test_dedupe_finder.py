@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from dsops_helpers import change_one_word, sentence
 
-from service.datasets.dedupe import DuplicateFinder, DuplicateResult, MinHashParams, lsh_bands, minhash
-from service.datasets.dedupe.minhash import _WORD_RE, _word_hashes
+from service.datasets.dedupe import DuplicateFinder, DuplicateResult, MinHashParams, lsh_bands, minhash, word_tables
+from service.datasets.dedupe import words as dedupe_words
+from service.datasets.dedupe.word_tables import _WORD_RE
+from service.datasets.dedupe.words import _word_hashes
 
 
 def run(texts: list[str], **options: object) -> DuplicateResult:
@@ -218,11 +220,11 @@ def test_vectorised_tokeniser_matches_the_regular_expression() -> None:
     # Multi-character folds keep the character (a slightly lower similarity, never an error).
     assert list(_word_hashes("STRASSE stra\u00dfe")) != list(_word_hashes("strasse strasse"))
     # Every code point, alone between spaces, is a word exactly when the expression finds one there.
-    tables = minhash._tables()
+    tables = word_tables._tables()
     singles = [c for c in map(chr, range(0x110000)) if len(c.casefold()) == 1]
     for start in range(0, len(singles), 50_000):
         chunk = " ".join(singles[start : start + 50_000])
-        _, first, _ = minhash._chunk_words(chunk, tables)
+        _, first, _ = dedupe_words._chunk_words(chunk, tables)
         assert first.tolist() == [m.start() for m in _WORD_RE.finditer(chunk.casefold())]
 
 
@@ -234,9 +236,9 @@ def test_nfc_table_flags_every_text_that_is_not_nfc() -> None:
     # an accent, a combining mark): the texts that NFC changes are exactly those normalised.
     for before in ("", "a", "\u1100", "\uac00", "\u00e9", "a\u0316", "\u0928", "\u0bc6"):
         texts = [before + chr(cp) for cp in range(0x30000)]
-        assert minhash._nfc(texts) == [unicodedata.normalize("NFC", t) for t in texts], repr(before)
+        assert dedupe_words._nfc(texts) == [unicodedata.normalize("NFC", t) for t in texts], repr(before)
     texts = ["caf\u00e9", "cafe\u0301", "\u1100\u1161", "plain", "\u212b", "a\u0301\u0316", "\u091c\u093c"]
-    normalised = minhash._nfc(texts)
+    normalised = dedupe_words._nfc(texts)
     assert normalised == [unicodedata.normalize("NFC", t) for t in texts]
     # ज + nukta is NFC as it is (its composite is excluded): not passed to normalize, the very same object comes back.
     assert normalised[-1] is texts[-1]
@@ -261,30 +263,30 @@ def test_very_long_examples(rng: random.Random) -> None:
 
 def test_word_tables_are_cached_on_disk_and_rebuilt_when_the_file_is_damaged(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("FINETUNE_CACHE_DIR", str(tmp_path / "cache"))
-    built = minhash._build_tables()
-    assert minhash._load_cached_tables() is None  # nothing cached yet
-    minhash._store_cached_tables(built)
-    loaded = minhash._load_cached_tables()
+    built = word_tables._build_tables()
+    assert word_tables._load_cached_tables() is None  # nothing cached yet
+    word_tables._store_cached_tables(built)
+    loaded = word_tables._load_cached_tables()
     assert loaded is not None
-    for name in minhash._TABLE_NAMES:
+    for name in word_tables._TABLE_NAMES:
         assert loaded[name].dtype == built[name].dtype
         assert np.array_equal(loaded[name], built[name]), name
     # The tables the sketches use are the same whether built or loaded.
-    assert np.array_equal(minhash._tables().fold, built["fold"])
+    assert np.array_equal(word_tables._tables().fold, built["fold"])
     # A damaged file is not used: one changed byte, then a truncated file.
-    path = minhash._tables_cache_path()
+    path = word_tables._tables_cache_path()
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    assert minhash._load_cached_tables() is None
+    assert word_tables._load_cached_tables() is None
     path.write_bytes(bytes(data[:1000]))
-    assert minhash._load_cached_tables() is None
+    assert word_tables._load_cached_tables() is None
     # A cache that cannot be written only means building again.
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
     monkeypatch.setenv("FINETUNE_CACHE_DIR", str(blocker / "cache"))
-    minhash._store_cached_tables(built)
-    assert minhash._load_cached_tables() is None
+    word_tables._store_cached_tables(built)
+    assert word_tables._load_cached_tables() is None
 
 
 def test_repeated_lines_are_hashed_once_with_the_same_words_and_nfc_as_whole_texts(monkeypatch) -> None:
@@ -301,18 +303,18 @@ def test_repeated_lines_are_hashed_once_with_the_same_words_and_nfc_as_whole_tex
         lines = [rng.choice(shared) for _ in range(rng.randint(0, 3))]
         lines.insert(rng.randint(0, len(lines)), f"user: ticket {i} {sentence(rng, 8)}")
         texts.append("\n".join([system if i % 3 else shared[0], *lines]))
-    long_line = "tools: " + " ".join(f"w{i}" for i in range(minhash._PIECE_CHARS // 3))  # longer than a chunk
+    long_line = "tools: " + " ".join(f"w{i}" for i in range(word_tables._PIECE_CHARS // 3))  # longer than a chunk
     texts += ["", "\n\n", shared[0], f"{system}\n{long_line}\n{shared[1]}"]
-    whole = minhash._nfc_word_hashes
+    whole = dedupe_words._nfc_word_hashes
     sizes: list[int] = []
 
     def spy(batch: list[str], salt: object) -> tuple:
         sizes.append(len(batch))
         return whole(batch, salt)
 
-    monkeypatch.setattr(minhash, "_nfc_word_hashes", spy)
+    monkeypatch.setattr(dedupe_words, "_nfc_word_hashes", spy)
     for salt in (0, 12345):
-        nfc, words, counts = minhash.nfc_word_hashes(texts, salt)
+        nfc, words, counts = dedupe_words.nfc_word_hashes(texts, salt)
         whole_nfc, whole_words, whole_counts = whole(texts, salt)
         assert nfc == whole_nfc == [unicodedata.normalize("NFC", t) for t in texts]
         assert counts.dtype == whole_counts.dtype == np.int64
@@ -324,5 +326,5 @@ def test_repeated_lines_are_hashed_once_with_the_same_words_and_nfc_as_whole_tex
     # Texts that share (almost) nothing take the plain path; the answer is the same either way.
     sizes.clear()
     unique = [f"user: {sentence(rng, 12)}\nassistant: {i}" for i in range(50)]
-    assert np.array_equal(minhash.nfc_word_hashes(unique)[1], whole(unique, 0)[1])
+    assert np.array_equal(dedupe_words.nfc_word_hashes(unique)[1], whole(unique, 0)[1])
     assert sizes == [len(unique)]
