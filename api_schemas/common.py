@@ -9,6 +9,17 @@ from pydantic import BaseModel, ConfigDict, Field
 T = TypeVar("T")
 
 
+class RequestModel(BaseModel):
+    """The base of every request body (and the models nested in one): strict types, so ``"3"`` is not silently 3 and
+    ``true`` is not 1; an integer is still accepted where a number is expected.
+
+    FastAPI validates the parsed JSON as Python values, where strict mode wants enum members and ``Decimal`` objects:
+    such fields opt out with ``Field(strict=False)``, and JSON can only give them as strings anyway.
+    """
+
+    model_config = ConfigDict(strict=True)
+
+
 class Page(BaseModel, Generic[T]):
     """One page of a newest-first list. Pass ``next_cursor`` as ``after`` to get the next page."""
 

@@ -6,15 +6,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from api_schemas.common import RequestModel
 from api_schemas.datasets import DatasetOut
 
 
-class SplitRequest(BaseModel):
+class SplitRequest(RequestModel):
     fractions: dict[Literal["train", "validation", "test"], float] = Field(
         description="Share of examples per split; must sum to 1.",
         examples=[{"train": 0.8, "validation": 0.1, "test": 0.1}],
     )
-    seed: int = Field(default=0, ge=0, description="Same input and seed give byte-identical splits.")
+    seed: int = Field(default=0, ge=0, le=2**63 - 1, description="Same input and seed give byte-identical splits.")
     stratify_by: str | None = Field(
         default=None, description="Field path of a label (e.g. metadata.label), or 'assistant' for the last answer."
     )
@@ -25,7 +26,7 @@ class SplitResponse(BaseModel):
     splits: dict[str, DatasetOut]
 
 
-class ConvertRequest(BaseModel):
+class ConvertRequest(RequestModel):
     to: Literal["chat"] = "chat"
     template: dict[str, Any] | None = Field(
         default=None,
@@ -47,7 +48,7 @@ class ConvertResponse(BaseModel):
     )
 
 
-class LeakageRequest(BaseModel):
+class LeakageRequest(RequestModel):
     train_dataset_id: str
     test_dataset_id: str
     threshold: float = Field(default=0.85, gt=0, le=1, description="Jaccard similarity counted as a near duplicate.")

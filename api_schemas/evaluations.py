@@ -9,7 +9,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
+from api_schemas.common import RequestModel
 from api_schemas.graders import ExactMatchGraderSpec, GraderComparison, GraderSpec, GraderSummary, Score
+from api_schemas.work import LastError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 
@@ -27,7 +29,7 @@ class EvaluationMode(StrEnum):
     batch = "batch"
 
 
-class FewShot(BaseModel):
+class FewShot(RequestModel):
     """Put ``k`` examples of a training set before each prompt as earlier turns of the conversation."""
 
     dataset_id: str = Field(description="A ready chat dataset, usually the training split.")
@@ -35,12 +37,21 @@ class FewShot(BaseModel):
     seed: int = Field(default=0, ge=0, le=2147483647, description="Which examples are drawn (same seed, same prompt).")
 
 
-class _CandidateBase(BaseModel):
+class _CandidateBase(RequestModel):
     name: str = Field(pattern=NAME_PATTERN, description="Unique within the evaluation; used in samples and results.")
     few_shot: FewShot | None = None
     params: dict[str, Any] = Field(
         default_factory=dict, description="Sampling parameters for this candidate only, over the evaluation's."
     )
+
+    @field_validator("params")
+    @classmethod
+    def _not_the_request_itself(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # The service sets these on every request; a second value would break the call, not change it.
+        reserved = sorted(v.keys() & {"model", "messages", "stream"})
+        if reserved:
+            raise ValueError(f"params cannot set {', '.join(reserved)}")
+        return v
 
 
 class JobCandidate(_CandidateBase):
@@ -79,28 +90,35 @@ class EndpointCandidate(_CandidateBase):
 CandidateSpec = Annotated[JobCandidate | ModelCandidate | EndpointCandidate, Field(discriminator="kind")]
 
 
-class Sampling(BaseModel):
-    temperature: float = Field(default=0.0, ge=0, le=2)
+class Sampling(RequestModel):
+    temperature: float = Field(default=0.0, ge=0, le=2, allow_inf_nan=False)
     max_tokens: int = Field(default=256, ge=1, le=32768)
-    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_p: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
     seed: int | None = Field(default=0, ge=0, le=2147483647)
     stop: list[str] | None = Field(default=None, max_length=4)
 
 
-class Limits(BaseModel):
+class Limits(RequestModel):
     max_concurrency: int = Field(default=16, ge=1, le=512, description="Requests in flight per candidate, at most.")
-    requests_per_minute: float | None = Field(default=None, gt=0)
-    tokens_per_minute: float | None = Field(default=None, gt=0)
+    requests_per_minute: float | None = Field(default=None, gt=0, le=1_000_000, allow_inf_nan=False)
+    tokens_per_minute: float | None = Field(default=None, gt=0, le=10_000_000_000, allow_inf_nan=False)
 
 
-class JudgeEndpoint(BaseModel):
+class JudgeEndpoint(RequestModel):
     """Where LLM-judge graders send their prompts (the judge model is named in the grader)."""
 
-    base_url: str | None = Field(default=None, description="None: OpenAI with the project's credentials.")
+    base_url: str | None = Field(
+        default=None, max_length=2000, description="None: OpenAI with the project's credentials."
+    )
     api_key: SecretStr | None = Field(default=None, description="Stored encrypted; never returned.")
 
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        return None if v is None else EndpointCandidate._http_url(v)
 
-class OverfitCheck(BaseModel):
+
+class OverfitCheck(RequestModel):
     """Grade the candidates on a sample of the training set too: a large train-test gap means memorisation."""
 
     dataset_id: str
@@ -108,7 +126,7 @@ class OverfitCheck(BaseModel):
     seed: int = Field(default=0, ge=0, le=2147483647)
 
 
-class EvaluationCreate(BaseModel):
+class EvaluationCreate(RequestModel):
     dataset_id: str = Field(
         description="The held-out set: a ready chat or prompt/completion dataset (e.g. a test split)."
     )
@@ -125,11 +143,12 @@ class EvaluationCreate(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     mode: EvaluationMode = Field(
         default=EvaluationMode.realtime,
+        strict=False,
         description="batch: remote candidates go through the provider's Batch API (about half the price, slower).",
     )
     max_examples: int | None = Field(default=None, ge=1, le=1_000_000, description="Use a seeded sample of the set.")
     seed: int = Field(default=0, ge=0, le=2147483647, description="Seed of the example sample and the bootstrap.")
-    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, allow_inf_nan=False)
     judge: JudgeEndpoint | None = None
     overfit_check: OverfitCheck | None = None
     metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
@@ -149,7 +168,7 @@ class EvaluationCreate(BaseModel):
         return self
 
 
-class JobEvaluationRequest(BaseModel):
+class JobEvaluationRequest(RequestModel):
     """An evaluation to start when a job succeeds: the fine-tuned model against its base model (and optionally a
     few-shot prompt of the base model built from the job's training set)."""
 
@@ -163,7 +182,7 @@ class JobEvaluationRequest(BaseModel):
     few_shot_k: int | None = Field(default=None, ge=1, le=32, description="Also a k-shot prompt of the base model.")
     sampling: Sampling = Field(default_factory=Sampling)
     limits: Limits = Field(default_factory=Limits)
-    mode: EvaluationMode = EvaluationMode.realtime
+    mode: EvaluationMode = Field(default=EvaluationMode.realtime, strict=False)
     max_examples: int | None = Field(default=None, ge=1, le=1_000_000)
     judge: JudgeEndpoint | None = None
 
@@ -186,6 +205,11 @@ class CandidateResult(BaseModel):
     model: str | None = Field(default=None, description="The model that answered.")
     n: int
     n_failed: int = Field(description="Samples whose generation failed after retries (graded as wrong).")
+    status: Literal["complete", "partial", "failed"] = Field(
+        default="complete",
+        description="complete: every sample was answered; partial: some generations failed; failed: none was "
+        "answered, so its metrics grade only empty answers.",
+    )
     graders: dict[str, GraderSummary]
     input_tokens: int
     output_tokens: int
@@ -237,6 +261,10 @@ class EvaluationOut(BaseModel):
     progress: Progress
     results: EvaluationResults | None = None
     error: EvaluationError | None = None
+    last_error: LastError | None = Field(
+        default=None, description="The last error the run met (retried until the bound, then the evaluation fails)."
+    )
+    attempts: int = Field(default=0, description="Failed runs in a row (0: the last one went well).")
     cancel_requested: bool = False
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime

@@ -11,10 +11,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from api_schemas.common import RequestModel
+
 GRADER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 
 
-class TextNormalization(BaseModel):
+class TextNormalization(RequestModel):
     """How texts are normalised before they are compared. Applied in the order of the fields."""
 
     model_config = ConfigDict(extra="forbid")
@@ -26,7 +28,7 @@ class TextNormalization(BaseModel):
     strip: bool = Field(default=True, description="Remove leading and trailing whitespace.")
 
 
-class _GraderSpecBase(BaseModel):
+class _GraderSpecBase(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(
@@ -42,9 +44,12 @@ class _GraderSpecBase(BaseModel):
         return self
 
 
-class _ThresholdMixin(BaseModel):
+class _ThresholdMixin(RequestModel):
     pass_threshold: float | None = Field(
         default=None,
+        ge=0,
+        le=100,
+        allow_inf_nan=False,
         description="When set, a sample passes when its score is at least this value, which makes the grader binary "
         "(pass rates, McNemar comparisons).",
     )
@@ -92,7 +97,9 @@ class BleuGraderSpec(_ThresholdMixin, _GraderSpecBase):
     tokenize: BleuTokenizer = "13a"
     lowercase: bool = False
     smooth_method: Literal["exp", "floor", "add-k", "none"] = "exp"
-    smooth_value: float | None = Field(default=None, ge=0, description="For floor (default 0.1) and add-k (1).")
+    smooth_value: float | None = Field(
+        default=None, ge=0, le=100, allow_inf_nan=False, description="For floor (default 0.1) and add-k (1)."
+    )
 
 
 class ChrfGraderSpec(_ThresholdMixin, _GraderSpecBase):
@@ -114,7 +121,9 @@ class RougeLGraderSpec(_ThresholdMixin, _GraderSpecBase):
         default="word", description="'char' compares characters, for languages written without spaces."
     )
     ignore_case: bool = True
-    beta: float = Field(default=1.0, gt=0, le=10, description="Weight of recall against precision (1 = F1).")
+    beta: float = Field(
+        default=1.0, gt=0, le=10, allow_inf_nan=False, description="Weight of recall against precision (1 = F1)."
+    )
 
 
 class JsonValidGraderSpec(_GraderSpecBase):
@@ -123,6 +132,69 @@ class JsonValidGraderSpec(_GraderSpecBase):
     type: Literal["json_valid"] = "json_valid"
     require: Literal["any", "object", "array"] = "any"
     strip_code_fence: bool = Field(default=True, description="Accept output wrapped in a ``` or ```json fence.")
+
+
+_REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
+# Keywords whose values are data, not schemas: a "$ref" key inside them is not a reference.
+_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples", "example"})
+
+
+def _refuse_retrieval(uri: str) -> Any:
+    from referencing.exceptions import NoSuchResource
+
+    raise NoSuchResource(ref=uri)
+
+
+def closed_schema_registry() -> Any:
+    """A ``referencing`` registry that retrieves nothing: a user's schema resolves only references inside itself.
+
+    Without it, jsonschema falls back to its deprecated resolver, which opens ``file://`` and fetches ``http://``
+    references: a grader could read server files and echo them in its messages.
+    """
+    from referencing import Registry
+
+    return Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
+
+
+def _references(node: Any, path: str) -> list[tuple[str, str]]:
+    """``(where, reference)`` for every reference keyword in the schema."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _REF_KEYWORDS and isinstance(value, str):
+                found.append((f"{path}/{key}", value))
+            elif key not in _DATA_KEYWORDS:
+                found.extend(_references(value, f"{path}/{key}"))
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            found.extend(_references(item, f"{path}/{i}"))
+    return found
+
+
+def check_schema_references(schema: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first reference that is not a fragment resolvable inside ``schema``."""
+    import referencing.jsonschema
+    from referencing.exceptions import Unresolvable
+
+    refs = _references(schema, "")
+    if not refs:
+        return
+    dialect = schema.get("$schema") or "https://json-schema.org/draft/2020-12/schema"
+    spec = referencing.jsonschema.specification_with(dialect, default=referencing.jsonschema.DRAFT202012)
+    base = schema.get("$id") if isinstance(schema.get("$id"), str) else ""
+    resolver = closed_schema_registry().with_resource(base, spec.create_resource(schema)).resolver(base_uri=base)
+    for where, ref in refs:
+        if not ref.startswith("#"):
+            raise ValueError(
+                f"json_schema reference {ref!r} at {where or '/'} points outside the schema; only references inside "
+                "it (e.g. '#/$defs/name') are allowed"
+            )
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            raise ValueError(
+                f"json_schema reference {ref!r} at {where or '/'} does not resolve inside the schema"
+            ) from None
 
 
 class JsonSchemaGraderSpec(_GraderSpecBase):
@@ -143,6 +215,7 @@ class JsonSchemaGraderSpec(_GraderSpecBase):
         except SchemaError as exc:
             where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
             raise ValueError(f"json_schema is not a valid JSON Schema at {where}: {exc.message}") from None
+        check_schema_references(v)
         return v
 
 
@@ -199,7 +272,7 @@ class RegexGraderSpec(_GraderSpecBase):
 class _JudgeSpecBase(_GraderSpecBase):
     model: str = Field(min_length=1, max_length=256, description="The judge model.")
     include_reference: bool = Field(default=True, description="Show the reference answer to the judge when present.")
-    temperature: float = Field(default=0.0, ge=0, le=2)
+    temperature: float = Field(default=0.0, ge=0, le=2, allow_inf_nan=False)
     max_tokens: int = Field(default=512, ge=16, le=8192)
     seed: int | None = Field(default=None, ge=0, le=2147483647)
 

@@ -7,7 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from api_schemas.common import RequestModel
 from api_schemas.evaluations import JobEvaluationRequest
+from api_schemas.work import LastError
 
 
 class JobStatus(StrEnum):
@@ -28,14 +30,14 @@ class MethodType(StrEnum):
     dpo = "dpo"
 
 
-class JobMethod(BaseModel):
-    type: MethodType = MethodType.supervised
+class JobMethod(RequestModel):
+    type: MethodType = Field(default=MethodType.supervised, strict=False)
     hyperparameters: dict[str, Any] = Field(
         default_factory=dict, description="Checked against the provider's parameter schema (GET /v1/providers)."
     )
 
 
-class JobCreate(BaseModel):
+class JobCreate(RequestModel):
     training_dataset_id: str
     validation_dataset_id: str | None = None
     provider: str | None = Field(default=None, description="Provider name; default: the server's default provider.")
@@ -44,7 +46,14 @@ class JobCreate(BaseModel):
     suffix: str | None = Field(default=None, min_length=1, max_length=64)
     seed: int | None = Field(default=None, ge=0, le=2147483647)
     metadata: dict[str, str] = Field(default_factory=dict)
-    max_cost_usd: Decimal | None = Field(default=None, gt=0, description="Refuse the job if the estimate is above.")
+    max_cost_usd: Decimal | None = Field(
+        default=None,
+        gt=0,
+        le=10**9,
+        allow_inf_nan=False,
+        strict=False,
+        description="Refuse the job if the estimate is above (a decimal string or a number).",
+    )
     evaluation: JobEvaluationRequest | None = Field(
         default=None,
         description="Evaluate the fine-tuned model against its base model when the job succeeds "
@@ -92,6 +101,10 @@ class JobOut(BaseModel):
     max_cost_usd: str | None = None
     price_table_version: str | None = None
     error: JobError | None = None
+    last_error: LastError | None = Field(
+        default=None, description="The last error a step of this job met, e.g. a provider answering 503 (retried)."
+    )
+    attempts: int = Field(default=0, description="Failed attempts in a row of the current step (0: it went well).")
     warnings: list[dict[str, Any]] = Field(default_factory=list)
     requested_action: str | None = None
     rerun_of_job_id: str | None = None
@@ -144,7 +157,7 @@ class JobMetricsOut(BaseModel):
     complete: bool = Field(description="True once the result file has been merged.")
 
 
-class JobRerun(BaseModel):
+class JobRerun(RequestModel):
     """Run the same recipe (datasets, method, hyperparameters, seed) again, on another provider or base model."""
 
     provider: str | None = Field(default=None, description="Default: the original job's provider.")
@@ -153,4 +166,4 @@ class JobRerun(BaseModel):
         default=None, description="Replaces the carried-over hyperparameters (those the new provider knows)."
     )
     suffix: str | None = Field(default=None, min_length=1, max_length=64)
-    max_cost_usd: Decimal | None = Field(default=None, gt=0)
+    max_cost_usd: Decimal | None = Field(default=None, gt=0, le=10**9, allow_inf_nan=False, strict=False)

@@ -4,8 +4,10 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from api_schemas.common import RequestModel
 
-class ProjectCreate(BaseModel):
+
+class ProjectCreate(RequestModel):
     name: str = Field(min_length=1, max_length=200)
 
 
@@ -16,7 +18,7 @@ class ProjectOut(BaseModel):
     created_at: datetime
 
 
-class ApiKeyCreate(BaseModel):
+class ApiKeyCreate(RequestModel):
     name: str = Field(default="default", min_length=1, max_length=200)
 
 

@@ -5,8 +5,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from api_schemas.common import RequestModel
 
-class WebhookEndpointCreate(BaseModel):
+
+class WebhookEndpointCreate(RequestModel):
     url: str = Field(min_length=1, max_length=2000, description="https URL that receives events.")
     event_types: list[str] = Field(
         default_factory=list, description="Event types to send ('job.*' style prefixes allowed); empty: all."
@@ -14,7 +16,7 @@ class WebhookEndpointCreate(BaseModel):
     description: str = Field(default="", max_length=500)
 
 
-class WebhookEndpointUpdate(BaseModel):
+class WebhookEndpointUpdate(RequestModel):
     url: str | None = Field(default=None, min_length=1, max_length=2000)
     event_types: list[str] | None = None
     description: str | None = Field(default=None, max_length=500)

@@ -58,24 +58,48 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, settings: Settings | None = None) -> Engine:
+    """An engine whose pool is sized by the settings. A caller that finds every connection taken waits at most
+    ``db_pool_timeout_s``, then gets ``sqlalchemy.exc.TimeoutError`` (the API answers 503 with Retry-After)."""
+    settings = settings or get_settings()
+    pool = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout_s,
+    }
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
+        in_memory = not path or path == ":memory:"
+        if not in_memory:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            # An in-memory database lives in one connection (a singleton pool, no sizes).
+            **({} if in_memory else pool),
+        )
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 def get_engine(settings: Settings | None = None) -> Engine:
-    url = (settings or get_settings()).sqlalchemy_url
+    settings = settings or get_settings()
+    url = settings.sqlalchemy_url
     with _lock:
         engine = _engines.get(url)
         if engine is None:
-            engine = _engines[url] = make_engine(url)
+            engine = _engines[url] = make_engine(url, settings)
         return engine
+
+
+def release_connection(session: Session) -> None:
+    """End the session's transaction so its connection goes back to the pool before a slow call outside the process
+    (a provider, a user's URL). Only for a session that has written nothing yet: committing here is then a no-op
+    for the data, and the session reconnects when it is used again."""
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("release_connection on a session with unsaved changes; save or discard them first")
+    session.commit()
 
 
 def dispose_engines() -> None:

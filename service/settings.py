@@ -112,6 +112,21 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="Longest an inference request may queue and generate before it is ended."
     )
 
+    db_pool_size: int = Field(default=10, ge=1, description="Database connections each process keeps open.")
+    db_max_overflow: int = Field(default=20, ge=0, description="Extra connections a process may open under load.")
+    db_pool_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long a request waits for a free connection before a 503."
+    )
+    outbound_per_project: int = Field(
+        default=4, ge=1, description="Provider calls one project may have in flight while the API answers it (429 above)."
+    )
+    outbound_concurrency: int = Field(
+        default=16, ge=1, description="Provider calls all projects together may have in flight in the API (503 above)."
+    )
+    outbound_timeout_s: float = Field(
+        default=10.0, gt=0, description="Timeout of a provider call made while the API answers a request."
+    )
+
     price_table_path: Path | None = Field(default=None, description="Override the bundled versioned price table.")
 
     @field_validator("secret_key")

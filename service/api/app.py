@@ -1,6 +1,7 @@
 """The FastAPI application: routers per domain under /v1, problem+json errors, request ids, limits and metrics.
 
-Middlewares, outermost first: request context (request id, access log, latency metric), rate limit, body size limit.
+Middlewares, outermost first: request context (request id, access log, latency metric), rate limit, body size limit,
+the check of JSON bodies for values nothing can store.
 The rate limit runs before the body limit so a flood of oversized bodies is refused for its rate, cheaply.
 """
 
@@ -20,8 +21,10 @@ from service import db, metrics
 from service.api import problems
 from service.api.bodylimit import BodyLimitMiddleware, BodyTooLarge
 from service.api.health import router as health_router
+from service.api.jsonbody import JsonBodyMiddleware
 from service.api.ratelimit import EXEMPT_PATHS, RateLimiter, RateLimitMiddleware
 from service.logs import request_id_var
+from service.openai_compat.errors import document_errors, is_openai_path
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("service.http")
@@ -77,6 +80,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         return response
 
     # Added innermost first.
+    app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     limiter = RateLimiter.from_settings(settings)
     app.state.rate_limiter = limiter

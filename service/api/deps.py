@@ -59,6 +59,10 @@ def caller_dep(
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Caller:
     key = projects.authenticate(session, _bearer(authorization), settings.server_secret())
+    if session.dirty:
+        # The key's last_used_at changed (about once a minute): commit it now, so the key's row is not locked for
+        # the rest of the request while every other request with this key waits for it.
+        session.commit()
     request.state.project_id = key.project_id
     return Caller(project_id=key.project_id, api_key_id=key.id)
 

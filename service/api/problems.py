@@ -86,6 +86,14 @@ def install(app: FastAPI) -> None:
             request,
         )
 
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def _pool_exhausted(request: Request, exc: sa_exc.TimeoutError) -> JSONResponse:
+        # Every database connection of this process was taken for db_pool_timeout_s: the server is busy, not broken.
+        log.warning("no free database connection: %s", exc)
+        return problem(
+            503, "database_busy", "The server has no free database connection; retry shortly.", request, retry_after=2
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")

@@ -16,12 +16,12 @@ from service.evaluations.generation.batch import (
     NOT_RUN_CODES,
     BatchError,
     BatchState,
-    build_batch_client,
     cancel,
     collect,
     poll,
     submit_all,
 )
+from service.providers.openai.client import sync_client
 
 POLL_S = 30.0
 MAX_ATTEMPTS = 3
@@ -40,7 +40,7 @@ def step(ctx: Any, evaluation: Any, work: Any) -> datetime | None:
     # The todo list is stable while batches are out (nothing is stored for this candidate meanwhile), so the same
     # requests map onto the same planned parts.
     requests = work.requests()
-    client = build_batch_client(work.target.client)
+    client = sync_client(work.target.client)
     try:
         if not states or any(s.phase == "pending" or s.batch_id is None for s in states):
             states = submit_all(

@@ -41,7 +41,6 @@ CANCEL_CHECK_S = 2.0
 # One local model generating at a time in this process: two would share the same cores or GPU and memory.
 _LOCAL_DEVICE = threading.Lock()
 FLUSH_EVERY = 32
-BATCH_POLL_S = 30.0
 
 
 class LeaseLost(Exception):
@@ -442,6 +441,12 @@ def _finish(ctx: _Ctx, status: S, reason: str, *, error: dict[str, Any] | None =
         from service.evaluations.summary import summarize_evaluation
 
         results = summarize_evaluation(ctx.evaluation_id, ctx.settings)
+        if status == S.succeeded:
+            from service.evaluations.summary import no_answers_error
+
+            error = no_answers_error(results)
+            if error is not None:
+                status, reason = S.failed, error["message"]
     elif error is not None:
         try:
             from service.evaluations.summary import summarize_evaluation

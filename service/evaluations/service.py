@@ -86,10 +86,9 @@ def create_evaluation(
         resolved.append(
             targets.resolve(session, settings, project_id, candidate.model_dump(mode="json"), check_only=True)
         )
-    if req.judge is not None:
-        resolved.append(
-            targets.resolve(session, settings, project_id, req.judge.model_dump(mode="json"), check_only=True)
-        )
+    judge = targets.judge_endpoint(req.judge.model_dump(mode="json") if req.judge is not None else None)
+    if judge is not None:
+        resolved.append(targets.resolve(session, settings, project_id, judge, check_only=True))
     if req.overfit_check is not None:
         _ready_dataset(session, project_id, req.overfit_check.dataset_id, "training")
     _check_graders(req)

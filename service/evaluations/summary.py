@@ -43,9 +43,8 @@ def _judge_client(evaluation: Evaluation, settings: Settings, session: Session) 
     """Where LLM judges send prompts, when a grader needs one."""
     if not any(spec.get("type", "").startswith("llm_") for spec in evaluation.config.get("graders") or []):
         return None
-    judge = evaluation.config.get("judge") or {}
-    if judge.get("base_url"):
-        endpoint = {"kind": "endpoint", "name": "judge", "model": "judge", **judge}
+    endpoint = targets.judge_endpoint(evaluation.config.get("judge"))
+    if endpoint is not None:
         return targets.resolve(session, settings, evaluation.project_id, endpoint).client  # type: ignore[union-attr]
     return targets.openai_client(session, settings, evaluation.project_id)
 
@@ -119,6 +118,25 @@ def _provider_and_model(candidate: dict[str, Any], evaluation: Evaluation) -> tu
     return models.get("provider", "openai"), models.get("model")
 
 
+def _candidate_status(n: int, n_failed: int) -> str:
+    if n and n_failed == n:
+        return "failed"
+    return "partial" if n_failed else "complete"
+
+
+def no_answers_error(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The evaluation's error when no candidate answered a single sample: its metrics would grade only empty
+    answers, which is not a result. (A candidate alone without answers shows as ``status: failed`` in the results.)"""
+    candidates = results.get("candidates") or []
+    if not candidates or any(c.get("status") != "failed" for c in candidates):
+        return None
+    return {
+        "code": "no_successful_samples",
+        "message": "no candidate answered any sample; the samples' errors say why (GET .../samples?only=failed)",
+        "candidate": candidates[0]["candidate"] if len(candidates) == 1 else None,
+    }
+
+
 def summarize_evaluation(evaluation_id: str, settings: Settings) -> dict[str, Any]:
     with Session(get_engine(), expire_on_commit=False) as session:
         evaluation = session.get(Evaluation, evaluation_id)
@@ -177,6 +195,7 @@ async def _results(
                 model=model,
                 n=len(test),
                 n_failed=sum(1 for r in test if not r.ok),
+                status=_candidate_status(len(test), sum(1 for r in test if not r.ok)),
                 graders=_summaries(per_sample, test, confidence, seed),
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,

@@ -113,6 +113,14 @@ def resolve(
     return RemoteTarget(model, client, "openai")
 
 
+def judge_endpoint(judge: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A stored (or requested) judge as the endpoint candidate its prompts go to; None when the judge is OpenAI with
+    the project's credentials (no ``base_url``). The judge model itself is named in each LLM grader."""
+    if not judge or not judge.get("base_url"):
+        return None
+    return {"kind": "endpoint", "name": "judge", "model": "judge", **judge}
+
+
 def _placeholder_client() -> ClientConfig:
     return ClientConfig(api_key=SecretStr("unused"))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from api_schemas.evaluations import EvaluationOut, Progress, SampleOut
 from service.evaluations.models import Evaluation, EvaluationSample
 from service.evaluations.targets import public_candidate
+from service.work.views import last_error_out
 
 
 def evaluation_out(evaluation: Evaluation) -> EvaluationOut:
@@ -29,6 +30,8 @@ def evaluation_out(evaluation: Evaluation) -> EvaluationOut:
         progress=Progress.model_validate(progress),
         results=evaluation.summary,
         error=evaluation.error,
+        last_error=last_error_out(evaluation),
+        attempts=evaluation.attempts,
         cancel_requested=evaluation.cancel_requested_at is not None,
         metadata=evaluation.metadata_,
         created_at=evaluation.created_at,

@@ -9,13 +9,11 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-from sqlmodel import Session
-
 from api_schemas.providers import ModelWarning, ProviderModelOut
 from service.errors import Unavailable
 from service.pricing import ModelInfo, PriceTable, PriceTableError, UnknownModel, load_price_table
-from service.providers.base import ProviderError, ProviderModel
-from service.settings import Settings, get_settings
+from service.providers.base import ProviderError, ProviderModel, TrainingProvider
+from service.settings import get_settings
 from service.tokens import base_model_name
 
 # OpenAI accepts no new fine-tuning jobs after this day (see the reference notes and the price table's provider notes).
@@ -155,15 +153,15 @@ def job_serving_warnings(
     ]
 
 
-def provider_models(session: Session, settings: Settings, project_id: str, provider: str) -> list[ProviderModelOut]:
-    """What ``provider`` lists for this project (its credentials, its fine-tunes), described for today."""
+def provider_models(built: TrainingProvider) -> list[ProviderModelOut]:
+    """What a provider built for a project (its credentials, its fine-tunes) lists, described for today. This calls
+    the provider: hold no database connection around it."""
     from service.clock import utcnow
     from service.providers import registry
 
-    built = registry.build_provider(session, settings, project_id, provider)
     try:
         models = built.list_models()
     except ProviderError as exc:
-        raise Unavailable(f"{provider} did not list its models: {exc.message}", code="provider_error") from exc
-    methods = registry.entry(provider).capabilities.methods
-    return describe_models(provider, models, utcnow().date(), provider_methods=methods)
+        raise Unavailable(f"{built.name} did not list its models: {exc.message}", code="provider_error") from exc
+    methods = registry.entry(built.name).capabilities.methods
+    return describe_models(built.name, models, utcnow().date(), provider_methods=methods)

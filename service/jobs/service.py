@@ -39,7 +39,6 @@ from service.work.lease import leased, record_failure
 log = logging.getLogger(__name__)
 
 S = JobStatus
-AT_PROVIDER = {S.submitted, S.validating_files, S.queued, S.running, S.paused}
 
 
 # Polling ------------------------------------------------------------------------------------------------------------
@@ -81,7 +80,8 @@ def create_job(session: Session, project_id: str, req: JobCreate, settings: Sett
             f"provider {provider_name!r} does not support method {req.method.type.value!r}", code="method_unsupported"
         )
     try:
-        params = entry.params_model(**req.method.hyperparameters)
+        # Strict like the rest of the request: "3" is not 3 epochs, true is not a batch size of 1.
+        params = entry.params_model.model_validate(req.method.hyperparameters, strict=True)
     except (ValidationError, ValueError, TypeError) as exc:
         raise InvalidInput(
             f"invalid hyperparameters for {provider_name}: {exc}", code="invalid_hyperparameters"

@@ -5,6 +5,7 @@ from service.clock import utcnow
 from service.jobs.deprecation import job_serving_warnings
 from service.jobs.metrics import RESULT_FILE_EVENT, result_event_summary
 from service.jobs.models import Job, JobCheckpoint, JobEvent
+from service.work.views import last_error_out
 
 
 def job_out(job: Job) -> JobOut:
@@ -30,6 +31,8 @@ def job_out(job: Job) -> JobOut:
         max_cost_usd=job.max_cost_usd,
         price_table_version=job.price_table_version,
         error=JobError(**job.error) if job.error and job.error.get("message") else None,
+        last_error=last_error_out(job),
+        attempts=job.attempts,
         # Stored warnings are those of the moment the job was created; shutdown warnings depend on today.
         warnings=[*job.warnings, *job_serving_warnings(job.fine_tuned_model, job.warnings, utcnow().date())],
         requested_action=job.requested_action,

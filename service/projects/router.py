@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, status
+from fastapi.responses import JSONResponse
 
 from api_schemas.common import problem_responses
 from api_schemas.projects import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, ProjectCreate, ProjectCreated, ProjectOut
-from service.api.deps import AdminDep, CallerDep, SessionDep, SettingsDep
+from service.api.creating import respond_created
+from service.api.deps import AdminDep, CallerDep, IdempotencyKey, SessionDep, SettingsDep
+from service.api.pagination import readable
+from service.idempotency.service import fingerprint
 from service.projects import service
 from service.projects.models import ApiKey, Project
 
@@ -51,13 +57,35 @@ def list_keys(caller: CallerDep, session: SessionDep) -> list[ApiKeyOut]:
     from sqlmodel import select
 
     keys = session.exec(select(ApiKey).where(ApiKey.project_id == caller.project_id).order_by(ApiKey.id.desc()))
-    return [key_out(k) for k in keys]
+    return [out for out in (readable(k, key_out) for k in keys) if out is not None]
 
 
-@router.post("/project/api-keys", status_code=201, response_model=ApiKeyCreated, responses=problem_responses(401, 422))
-def create_key(body: ApiKeyCreate, caller: CallerDep, session: SessionDep, settings: SettingsDep) -> ApiKeyCreated:
-    key, plain = service.create_api_key(session, caller.project_id, body.name, settings.server_secret())
-    return ApiKeyCreated(**key_out(key).model_dump(), key=plain)
+@router.post(
+    "/project/api-keys",
+    status_code=201,
+    response_model=ApiKeyCreated,
+    responses=problem_responses(401, 409, 422),
+    summary="Create an API key; the key is returned once (again for a replay of the same Idempotency-Key)",
+)
+def create_key(
+    body: ApiKeyCreate,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    def create() -> tuple[int, dict[str, Any]]:
+        key, plain = service.create_api_key(session, caller.project_id, body.name, settings.server_secret())
+        return 201, ApiKeyCreated(**key_out(key).model_dump(), key=plain).model_dump(mode="json")
+
+    return respond_created(
+        session,
+        caller,
+        idempotency_key=idempotency_key,
+        route="POST /v1/project/api-keys",
+        request_fingerprint=fingerprint(body.model_dump(mode="json")),
+        create=create,
+    )
 
 
 @router.delete("/project/api-keys/{key_id}", response_model=ApiKeyOut, responses=problem_responses(401, 404))

@@ -22,13 +22,17 @@ class ProviderEntry:
     capabilities: Capabilities
     params_model: Any
     availability: Callable[[], tuple[bool, str | None]]
-    build: Callable[[Settings, ProviderCredential | None, str | None], TrainingProvider]
+    # (settings, the project's credential row, its decrypted key, timeout_s): timeout_s, when given, bounds each call
+    # to the provider and turns its retries off (calls made while the API answers a request).
+    build: Callable[[Settings, ProviderCredential | None, str | None, float | None], TrainingProvider]
 
 
 def _openai_entry() -> ProviderEntry:
-    from service.providers.openai_provider import OpenAIProvider
+    from service.providers.openai.provider import OpenAIProvider
 
-    def build(settings: Settings, cred: ProviderCredential | None, secret: str | None) -> TrainingProvider:
+    def build(
+        settings: Settings, cred: ProviderCredential | None, secret: str | None, timeout_s: float | None
+    ) -> TrainingProvider:
         key = secret or (settings.openai_api_key.get_secret_value() if settings.openai_api_key else None)
         if not key:
             raise Unavailable(
@@ -36,6 +40,8 @@ def _openai_entry() -> ProviderEntry:
                 code="provider_credentials_missing",
             )
         base_url = (cred.base_url if cred else None) or settings.openai_base_url
+        if timeout_s is not None:
+            return OpenAIProvider(api_key=key, base_url=base_url, timeout=timeout_s)
         return OpenAIProvider(api_key=key, base_url=base_url)
 
     return ProviderEntry(
@@ -58,7 +64,7 @@ def _local_entry() -> ProviderEntry:
         capabilities=LocalProvider.capabilities,
         params_model=LocalProvider.params_model,
         availability=is_available,
-        build=lambda settings, _cred, _secret: LocalProvider(settings),
+        build=lambda settings, _cred, _secret, _timeout_s: LocalProvider(settings),
     )
 
 
@@ -132,11 +138,13 @@ def webhooks_configured(session: Session, settings: Settings, project_id: str, n
     return cred is not None and decode_credential(settings, cred).webhook_secret is not None
 
 
-def build_provider(session: Session, settings: Settings, project_id: str, name: str) -> TrainingProvider:
+def build_provider(
+    session: Session, settings: Settings, project_id: str, name: str, *, timeout_s: float | None = None
+) -> TrainingProvider:
     e = entry(name)
     ok, reason = e.availability()
     if not ok:
         raise Unavailable(f"provider {name!r} is not available here: {reason}", code="provider_unavailable")
     cred = credential_for(session, project_id, name)
     secret = decode_credential(settings, cred).api_key if cred is not None else None
-    return e.build(settings, cred, secret)
+    return e.build(settings, cred, secret, timeout_s)

@@ -8,7 +8,9 @@ from pydantic import BaseModel, Field, field_validator
 from api_schemas.common import Page, problem_responses
 from api_schemas.providers import ProviderModelOut
 from service.api.deps import CallerDep, SessionDep, SettingsDep
+from service.api.outbound import OutboundGateDep
 from service.clock import utcnow
+from service.db import release_connection
 from service.net import allowed_url, outbound_policy
 from service.providers import registry
 from service.providers.models import ProviderCredential
@@ -118,12 +120,20 @@ def put_credentials(
 @router.get(
     "/{provider}/models",
     response_model=Page[ProviderModelOut],
-    responses=problem_responses(401, 422, 503),
+    responses=problem_responses(401, 422, 429, 503),
     summary="Models the provider can fine-tune or serve, with shutdown dates and warnings",
 )
-def list_models(provider: str, caller: CallerDep, session: SessionDep, settings: SettingsDep) -> Page[ProviderModelOut]:
+def list_models(
+    provider: str, caller: CallerDep, session: SessionDep, settings: SettingsDep, gate: OutboundGateDep
+) -> Page[ProviderModelOut]:
     from service.jobs.deprecation import provider_models
 
-    return Page[ProviderModelOut](
-        data=provider_models(session, settings, caller.project_id, provider), has_more=False, next_cursor=None
+    built = registry.build_provider(
+        session, settings, caller.project_id, provider, timeout_s=settings.outbound_timeout_s
     )
+    # The provider may take its time: its answer is awaited with no database connection held, in one of the few
+    # slots this project has for such calls.
+    release_connection(session)
+    with gate.slot(caller.project_id):
+        data = provider_models(built)
+    return Page[ProviderModelOut](data=data, has_more=False, next_cursor=None)

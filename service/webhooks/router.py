@@ -13,14 +13,15 @@ from api_schemas.webhooks import (
     WebhookEndpointUpdate,
     WebhookEndpointWithSecret,
 )
-from service import queue
 from service.api.creating import respond_created
 from service.api.deps import CallerDep, IdempotencyKey, SessionDep, SettingsDep
 from service.api.pagination import PageParams, page_params, paginate, select_for_project
 from service.events.models import Event
+from service.events.service import EVENTS
 from service.idempotency.service import fingerprint
 from service.webhooks import dispatch, service
 from service.webhooks.models import Delivery, DeliveryAttempt, WebhookEndpoint
+from service.work.wake import wake as wake_kind
 
 router = APIRouter(tags=["webhooks"])
 
@@ -106,10 +107,25 @@ def delete_endpoint(endpoint_id: str, caller: CallerDep, session: SessionDep) ->
     summary="New secret; the old one also signs for 24 h",
 )
 def rotate_secret(
-    endpoint_id: str, caller: CallerDep, session: SessionDep, settings: SettingsDep
-) -> WebhookEndpointWithSecret:
-    ep, secret = service.rotate_secret(session, settings, caller.project_id, endpoint_id)
-    return WebhookEndpointWithSecret(**endpoint_out(ep).model_dump(), secret=secret)
+    endpoint_id: str,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    # A retried rotation must not rotate twice: the secret of the first would be lost with its answer.
+    def create() -> tuple[int, dict]:
+        ep, secret = service.rotate_secret(session, settings, caller.project_id, endpoint_id)
+        return 200, WebhookEndpointWithSecret(**endpoint_out(ep).model_dump(), secret=secret).model_dump(mode="json")
+
+    return respond_created(
+        session,
+        caller,
+        idempotency_key=idempotency_key,
+        route=f"POST /v1/webhook-endpoints/{endpoint_id}/rotate-secret",
+        request_fingerprint=fingerprint(endpoint_id),
+        create=create,
+    )
 
 
 @router.post(
@@ -119,11 +135,26 @@ def rotate_secret(
     responses=problem_responses(401, 404),
     summary="Send a ping event",
 )
-def test_endpoint(endpoint_id: str, caller: CallerDep, session: SessionDep, settings: SettingsDep) -> RedeliverOut:
-    d = service.send_test(session, caller.project_id, endpoint_id)
-    session.commit()
-    dispatch.wake(settings)
-    return RedeliverOut(event_id=d.event_id, deliveries=[d.id])
+def test_endpoint(
+    endpoint_id: str,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    def create() -> tuple[int, dict]:
+        d = service.send_test(session, caller.project_id, endpoint_id)
+        return 202, RedeliverOut(event_id=d.event_id, deliveries=[d.id]).model_dump(mode="json")
+
+    return respond_created(
+        session,
+        caller,
+        idempotency_key=idempotency_key,
+        route=f"POST /v1/webhook-endpoints/{endpoint_id}/test",
+        request_fingerprint=fingerprint(endpoint_id),
+        create=create,
+        after_commit=lambda _: dispatch.wake(settings),
+    )
 
 
 def attempt_out(a: DeliveryAttempt, d: Delivery, ev: Event) -> DeliveryAttemptOut:
@@ -193,5 +224,5 @@ def redeliver(
     if deliveries:
         dispatch.wake(settings)
     else:
-        queue.enqueue("events.fanout", event_id)
+        wake_kind(EVENTS, event_id)
     return RedeliverOut(event_id=event_id, deliveries=[d.id for d in deliveries])

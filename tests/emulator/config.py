@@ -117,7 +117,18 @@ class BatchOutcomeRule:
     outcome: str = "expired"
 
 
-FAULT_KINDS = ("429", "500", "503", "timeout", "act_then_timeout", "act_then_drop", "act_then_500")
+FAULT_KINDS = (
+    "429",
+    "500",
+    "503",
+    "timeout",
+    "act_then_timeout",
+    "act_then_drop",
+    "act_then_500",
+    "act_then_truncate",
+    "repeat_page",
+    "empty_list",
+)
 
 
 @dataclass
@@ -127,6 +138,11 @@ class FaultRule:
     kind: "429" | "500" | "503": answer with that error instead of acting. "timeout": hold the request `delay_seconds`
     without acting, then answer 504. "act_then_timeout": act, then hold the response `delay_seconds`.
     "act_then_drop": act, then cut the connection mid-response. "act_then_500": act, then answer 500.
+    "act_then_truncate": act, then answer 200 with only the first half of the JSON body (complete, but unreadable).
+    Odd but valid list answers, as a server replaying the published examples gives them: "repeat_page" answers the
+    first page whatever `after` asks for, with `has_more: true` and its first item repeated at the end (the page
+    never advances, and ids repeat); "empty_list" answers an empty page without looking (a list that does not show
+    what was just created).
     Fires on the next `count` matching requests, or with `probability` on each one (seeded, so reproducible).
     """
 

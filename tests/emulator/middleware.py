@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.routing import Match
 
@@ -89,6 +90,14 @@ class EmulatorMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        async def send_json(status: int, payload: Any) -> None:
+            await send_json_bytes(status, json.dumps(payload).encode())
+
+        async def send_json_bytes(status: int, body: bytes) -> None:
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send_with_headers({"type": "http.response.start", "status": status, "headers": headers})
+            await send_with_headers({"type": "http.response.body", "body": body})
+
         async def send_error(error: ApiError) -> None:
             body = json.dumps(error.body()).encode()
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -109,6 +118,9 @@ class EmulatorMiddleware:
         core.tick()
 
         fault = core.faults.pick(method, path)
+        if fault is not None and fault.kind == "empty_list":
+            await send_json(200, {"object": "list", "data": [], "has_more": False, "first_id": None, "last_id": None})
+            return
         if fault is not None and fault.kind in ("429", "500", "503"):
             await send_error(self._fault_error(fault.kind, fault.retry_after_seconds))
             return
@@ -134,7 +146,23 @@ class EmulatorMiddleware:
         async def capture(message: Message) -> None:
             captured.append(message)
 
+        if fault.kind == "repeat_page":
+            # Whatever page was asked for, the first one is answered.
+            query = [(k, v) for k, v in parse_qsl(scope.get("query_string", b"").decode()) if k != "after"]
+            scope = {**scope, "query_string": urlencode(query).encode()}
         await self.app(scope, receive, capture)
+        start = next(m for m in captured if m["type"] == "http.response.start")
+        body = b"".join(m.get("body", b"") for m in captured if m["type"] == "http.response.body")
+        if fault.kind == "repeat_page":
+            page = json.loads(body)
+            if isinstance(page, dict) and isinstance(page.get("data"), list):
+                page["data"] = page["data"] + page["data"][:1]
+                page["has_more"] = True
+            await send_json(start["status"], page)
+            return
+        if fault.kind == "act_then_truncate":
+            await send_json_bytes(start["status"], body[: len(body) // 2])
+            return
         if fault.kind == "act_then_500":
             await send_error(server_error())
             return
@@ -144,8 +172,6 @@ class EmulatorMiddleware:
                 await send_with_headers(message)
             return
         # act_then_drop: announce the full length, send part of the body, then abort the connection.
-        start = next(m for m in captured if m["type"] == "http.response.start")
-        body = b"".join(m.get("body", b"") for m in captured if m["type"] == "http.response.body")
         headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(body) + 1).encode()))
         await send_with_headers({**start, "headers": headers})

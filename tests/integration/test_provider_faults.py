@@ -18,7 +18,7 @@ CLIENT_TIMEOUT_S = 1.0
 @pytest.fixture
 def short_client_timeout(monkeypatch):
     """Provider calls give up after a second, so the emulator's held requests are real client-side timeouts."""
-    from service.providers.openai_provider import OpenAIProvider
+    from service.providers.openai.provider import OpenAIProvider
 
     monkeypatch.setitem(OpenAIProvider.__init__.__kwdefaults__, "timeout", CLIENT_TIMEOUT_S)
 

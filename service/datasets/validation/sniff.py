@@ -67,9 +67,13 @@ def _binary_reason(head: bytes) -> tuple[str, str] | None:
     nul = head.count(b"\x00")
     if nul:
         sample = head[:4096]
-        odd_nuls = sample[1::2].count(b"\x00")
-        if len(sample) >= 4 and odd_nuls * 2 >= len(sample) // 2 * 0.9:
-            return "wrong_encoding", "the file looks like UTF-16 without a byte-order mark; use UTF-8"
+        if sample.count(b"\x00") == len(sample):
+            return "binary_file", f"the file is only NUL bytes (all of the first {len(sample)}): not a text file"
+        # UTF-16 text of a Latin script: NUL in every other byte, and text in the bytes between.
+        half = len(sample) // 2
+        for nuls, text in ((sample[1::2], sample[0::2]), (sample[0::2], sample[1::2])):
+            if len(sample) >= 4 and nuls.count(b"\x00") >= half * 0.9 and text.count(b"\x00") <= half * 0.1:
+                return "wrong_encoding", "the file looks like UTF-16 without a byte-order mark; use UTF-8"
         first_nul = head.index(0) + 1
         return "binary_file", f"the file contains NUL bytes (first at byte {first_nul}): not a text file"
     sample = head[:65536]
@@ -187,7 +191,9 @@ def _not_jsonl(path: Path, body: bytes, complete: bool, out: Sniffed) -> bool:
     try:
         value = orjson.loads(first)
         parsed_first = True
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if "depth" in exc.msg or "recursion" in exc.msg:
+            return False  # a complete line, nested too deep: the scan reports it as such (too_deep)
         value = None
         parsed_first = False
 

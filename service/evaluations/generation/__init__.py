@@ -1,8 +1,8 @@
 """Generation through any OpenAI-compatible chat endpoint: concurrent, rate limited, retried, resumable by key."""
 
 from service.evaluations.generation.engine import JudgeChatClient, JudgeRequestError, generate_all, generate_all_sync
-from service.evaluations.generation.ratelimit import RateLimiter, RateLimitHeaders, parse_duration, parse_retry_after
-from service.evaluations.generation.runner import ChatRunner, FatalGenerationError, build_client, estimate_tokens
+from service.evaluations.generation.ratelimit import RateLimiter
+from service.evaluations.generation.runner import ChatRunner, FatalGenerationError, estimate_tokens
 from service.evaluations.generation.types import ClientConfig, GenerationStats, GenRequest, GenResult, RateLimits
 
 __all__ = [
@@ -14,13 +14,9 @@ __all__ = [
     "GenerationStats",
     "JudgeChatClient",
     "JudgeRequestError",
-    "RateLimitHeaders",
     "RateLimiter",
     "RateLimits",
-    "build_client",
     "estimate_tokens",
     "generate_all",
     "generate_all_sync",
-    "parse_duration",
-    "parse_retry_after",
 ]

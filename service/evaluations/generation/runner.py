@@ -11,13 +11,12 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from openai import APIConnectionError, APIStatusError, APITimeoutError, AsyncOpenAI
+from openai import AsyncOpenAI
 
-from service.evaluations.generation.ratelimit import RateLimiter, RateLimitHeaders, Reservation, parse_retry_after
+from service.evaluations.generation.ratelimit import RateLimiter, Reservation
 from service.evaluations.generation.types import (
     ClientConfig,
     ErrorKind,
@@ -26,6 +25,9 @@ from service.evaluations.generation.types import (
     GenResult,
     RateLimits,
 )
+from service.providers.openai.client import async_client
+from service.providers.openai.errors import Classified, classify, is_call_failure
+from service.providers.openai.headers import RateLimitHeaders
 
 TokenEstimator = Callable[[GenRequest], int]
 
@@ -57,81 +59,8 @@ def estimate_tokens(request: GenRequest, default_completion_tokens: int = 512) -
     return int(prompt + int(budget))
 
 
-@dataclass(frozen=True)
-class _Failure:
-    kind: ErrorKind
-    message: str
-    retryable: bool
-    fatal: bool
-    status_code: int | None
-    retry_after: float | None
-    headers: RateLimitHeaders | None
-    request_id: str | None
-
-
-def _classify(exc: Exception) -> _Failure:
-    if isinstance(exc, APITimeoutError):
-        return _Failure("timeout", str(exc), True, False, None, None, None, None)
-    if isinstance(exc, APIConnectionError):
-        return _Failure("connection", f"{exc}: {exc.__cause__ or ''}".strip(": "), True, False, None, None, None, None)
-    assert isinstance(exc, APIStatusError)
-    status = exc.status_code
-    headers = exc.response.headers
-    code = getattr(exc, "code", None) or ""
-    err_type = getattr(exc, "type", None) or ""
-    kind: ErrorKind
-    retryable = fatal = False
-    if status == 429 and "insufficient_quota" in (code, err_type):
-        kind, fatal = "insufficient_quota", True
-    elif status == 429:
-        kind, retryable = "rate_limited", True
-    elif status == 401:
-        kind, fatal = "authentication", True
-    elif status == 403:
-        kind, fatal = "permission", True
-    elif status == 404:
-        kind, fatal = "not_found", True
-    elif status in (408, 409):
-        kind, retryable = "other", True
-    elif status >= 500:
-        kind, retryable = "server_error", True
-    elif status in (400, 413, 422):
-        kind = "bad_request"
-    else:
-        kind = "other"
-    # The server's explicit word wins for what is not fatal (OpenAI sends x-should-retry).
-    should_retry = headers.get("x-should-retry")
-    if not fatal and should_retry in ("true", "false"):
-        retryable = should_retry == "true"
-    return _Failure(
-        kind=kind,
-        message=f"{status}: {exc.message}",
-        retryable=retryable,
-        fatal=fatal,
-        status_code=status,
-        retry_after=parse_retry_after(headers),
-        headers=RateLimitHeaders.parse(headers),
-        request_id=exc.request_id,
-    )
-
-
-def build_client(config: ClientConfig, *, max_concurrency: int) -> AsyncOpenAI:
-    import httpx2
-
-    return AsyncOpenAI(
-        api_key=config.api_key.get_secret_value(),
-        base_url=config.base_url,
-        organization=config.organization,
-        project=config.project,
-        timeout=config.timeout_s,
-        max_retries=0,
-        default_headers=config.default_headers or None,
-        # A pool as large as the concurrency: no request waits for a connection the limiter already paid for.
-        http_client=httpx2.AsyncClient(
-            limits=httpx2.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
-            timeout=config.timeout_s,
-        ),
-    )
+def _describe(failure: Classified) -> str:
+    return f"{failure.status}: {failure.message}" if failure.status is not None else failure.message
 
 
 class ChatRunner:
@@ -152,7 +81,7 @@ class ChatRunner:
         if client is None:
             if client_config is None:
                 raise ValueError("ChatRunner needs client_config or client")
-            client = build_client(client_config, max_concurrency=self.limits.max_concurrency)
+            client = async_client(client_config, max_connections=self.limits.max_concurrency)
             self._owns_client = True
         else:
             # We own retries; a caller's client with SDK retries on would hide 429s from the limiter.
@@ -236,20 +165,23 @@ class ChatRunner:
             attempt_start = self._clock()
             try:
                 raw, latency = await self._attempt(request)
-            except (APIStatusError, APIConnectionError) as exc:
-                failure = _classify(exc)
+            except Exception as exc:
+                if not is_call_failure(exc):
+                    raise
+                failure, cause = classify(exc), exc
             else:
                 return self._success(request, raw, latency, limiter, reservation, attempt, first_start)
             latency = self._clock() - attempt_start
             self._count_failure(failure)
-            if failure.headers is not None:
-                limiter.observe(failure.headers, reservation)
+            if failure.rate_limits is not None:
+                limiter.observe(failure.rate_limits, reservation)
             if failure.kind == "rate_limited":
                 # Rejected before any work: it cost the server nothing, so it costs our buckets nothing either.
                 limiter.settle(reservation, 0)
                 limiter.refund_request()
             if failure.fatal:
-                raise FatalGenerationError(failure.message, kind=failure.kind, status_code=failure.status_code)
+                # Chained, so callers can still tell what it was (``service.net.is_refusal`` follows the chain).
+                raise FatalGenerationError(_describe(failure), kind=failure.kind, status_code=failure.status) from cause
             delay = self._retry_delay(failure, attempt, estimate)
             if delay is None:
                 if failure.kind == "rate_limited":
@@ -261,7 +193,7 @@ class ChatRunner:
             else:
                 await self._sleep(delay)
 
-    def _retry_delay(self, failure: _Failure, attempt: int, estimate: int) -> float | None:
+    def _retry_delay(self, failure: Classified, attempt: int, estimate: int) -> float | None:
         """Seconds to wait before retrying, or None when the request must fail now."""
         if not failure.retryable or attempt > self.limits.max_retries:
             return None
@@ -270,17 +202,17 @@ class ChatRunner:
                 return None
             # Never earlier than the server asked; a little later, spread, so paused callers do not all return at once.
             return failure.retry_after + self._rng.uniform(0, min(1.0, 0.1 * failure.retry_after + 0.01))
-        if failure.kind == "rate_limited" and failure.headers is not None:
+        if failure.kind == "rate_limited" and failure.rate_limits is not None:
             hints = [
-                failure.headers.seconds_until("requests", 1),
-                failure.headers.seconds_until("tokens", estimate),
+                failure.rate_limits.seconds_until("requests", 1),
+                failure.rate_limits.seconds_until("tokens", estimate),
             ]
             known = [h for h in hints if h is not None]
             if known:
                 return min(max(known), self.limits.max_retry_after_s) + self._rng.uniform(0, 0.05)
         return self._backoff(attempt)
 
-    def _count_failure(self, failure: _Failure) -> None:
+    def _count_failure(self, failure: Classified) -> None:
         if failure.kind == "rate_limited":
             self.stats.rate_limited += 1
         elif failure.kind == "server_error":
@@ -328,7 +260,7 @@ class ChatRunner:
         )
 
     def _failed(
-        self, request: GenRequest, failure: _Failure, attempts: int, first_start: float, latency: float
+        self, request: GenRequest, failure: Classified, attempts: int, first_start: float, latency: float
     ) -> GenResult:
         self.stats.failed += 1
         return GenResult(
@@ -337,8 +269,8 @@ class ChatRunner:
             latency_s=latency,
             total_s=self._clock() - first_start,
             attempts=attempts,
-            error=failure.message,
+            error=_describe(failure),
             error_kind=failure.kind,
-            status_code=failure.status_code,
+            status_code=failure.status,
             request_id=failure.request_id,
         )

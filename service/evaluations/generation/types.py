@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from service.providers.openai.client import ClientConfig
+from service.providers.openai.errors import ErrorKind
 
 # Parameters the runner owns or that would break one-answer-per-request bookkeeping.
 _RESERVED_PARAMS = frozenset(
     {"model", "messages", "stream", "n", "extra_headers", "extra_query", "extra_body", "timeout"}
 )
-
-ErrorKind = Literal[
-    "rate_limited",
-    "server_error",
-    "timeout",
-    "connection",
-    "bad_request",
-    "authentication",
-    "permission",
-    "not_found",
-    "insufficient_quota",
-    "other",
-]
 
 
 class GenRequest(BaseModel):
@@ -65,17 +55,6 @@ class GenResult(BaseModel):
     error_kind: ErrorKind | None = None
     status_code: int | None = None
     request_id: str | None = None
-
-
-class ClientConfig(BaseModel):
-    """Where and how to call: any OpenAI-compatible endpoint."""
-
-    base_url: str | None = Field(default=None, description="e.g. https://api.together.xyz/v1; None: OpenAI.")
-    api_key: SecretStr = Field(description="Sent as a bearer key; local servers accept any non-empty value.")
-    organization: str | None = None
-    project: str | None = None
-    timeout_s: float = Field(default=120.0, gt=0, description="Per attempt.")
-    default_headers: dict[str, str] = Field(default_factory=dict)
 
 
 class RateLimits(BaseModel):
@@ -122,3 +101,6 @@ class GenerationStats(BaseModel):
     stopped: bool = Field(default=False, description="should_stop() ended the run early.")
     aborted: bool = Field(default=False, description="A fatal error (bad key, no quota, unknown model) ended the run.")
     abort_reason: str | None = None
+
+
+__all__ = ["ClientConfig", "ErrorKind", "GenRequest", "GenResult", "GenerationStats", "RateLimits"]

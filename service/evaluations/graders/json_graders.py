@@ -6,8 +6,15 @@ from typing import Any
 
 import jsonschema
 from jsonschema.exceptions import best_match
+from referencing.exceptions import Unresolvable
 
-from api_schemas.graders import JsonFieldMatchGraderSpec, JsonSchemaGraderSpec, JsonValidGraderSpec, Score
+from api_schemas.graders import (
+    JsonFieldMatchGraderSpec,
+    JsonSchemaGraderSpec,
+    JsonValidGraderSpec,
+    Score,
+    closed_schema_registry,
+)
 from service.evaluations.graders.base import Grader, GradingError, Sample
 from service.evaluations.graders.registry import register_grader
 from service.evaluations.graders.text import JsonParseError, json_equal, normalize, parse_json_strict, strip_code_fence
@@ -49,13 +56,17 @@ class JsonSchemaGrader(Grader[JsonSchemaGraderSpec]):
         super().__init__(spec)
         cls = jsonschema.validators.validator_for(spec.json_schema, default=jsonschema.Draft202012Validator)
         # Format checking is opt-in in the library; a schema that says "format": "date" means it here.
-        self._validator = cls(spec.json_schema, format_checker=cls.FORMAT_CHECKER)
+        # The closed registry: specs stored before references were checked still cannot read files or fetch URLs.
+        self._validator = cls(spec.json_schema, format_checker=cls.FORMAT_CHECKER, registry=closed_schema_registry())
 
     def _grade(self, sample: Sample) -> Score:
         value, error = _parse_output(sample.output or "", self.spec.strip_code_fence)
         if error is not None:
             return Score(value=0.0, passed=False, details={"reason": error})
-        errors = list(self._validator.iter_errors(value))
+        try:
+            errors = list(self._validator.iter_errors(value))
+        except Unresolvable as exc:  # only from specs stored before references were checked at creation
+            raise GradingError(f"json_schema has a reference that does not resolve inside it: {exc}") from None
         if not errors:
             return Score(value=1.0, passed=True)
         best = best_match(errors)

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import csv
 import hashlib
-import io
 import logging
-import math
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import openai
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from api_schemas.jobs import JobStatus
 from service.clock import from_unix
@@ -22,19 +17,27 @@ from service.providers.base import (
     Capabilities,
     JobSpec,
     ProviderCheckpoint,
-    ProviderError,
     ProviderEvent,
     ProviderJob,
     ProviderModel,
     ResultFile,
 )
+from service.providers.openai.client import API_RESPONSE_BYTES, ClientConfig, no_retries, sync_client
+from service.providers.openai.errors import classify, is_call_failure
+from service.providers.openai.paging import Listing
+from service.providers.openai.results import parse_result_csv
 
 log = logging.getLogger(__name__)
 
 TAG_KEY = "finetune_job_id"
 # OpenAI's single-request file limit; larger files go through the multipart Uploads API.
 SINGLE_UPLOAD_LIMIT = 512 * 1024**2
-MAX_EVENTS_PER_SYNC = 10_000
+# Bounds on every listing we walk (see ``paging``): pages of 100, so at most 10,000 events per sync.
+EVENT_PAGES = 100
+CHECKPOINT_PAGES = 20
+JOB_LOOKUP_PAGES = 50
+FILE_LOOKUP_PAGES = 20
+PAGE_SIZE = 100
 
 STATUS_MAP: dict[str, JobStatus] = {
     "validating_files": JobStatus.validating_files,
@@ -69,34 +72,6 @@ class OpenAIHyperparameters(BaseModel):
                 raise ValueError(f"{name} must be 'auto' or {rule}, got {value!r}")
 
 
-def _error_from(exc: Exception) -> ProviderError:
-    if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError):
-        return ProviderError(f"cannot reach the provider: {exc}", transient=True, code="provider_unreachable")
-    if isinstance(exc, openai.APIStatusError):
-        body = exc.body if isinstance(exc.body, dict) else {}
-        err = body.get("error", body) if isinstance(body, dict) else {}
-        message = (err.get("message") if isinstance(err, dict) else None) or str(exc)
-        retry_after = None
-        headers = exc.response.headers if exc.response is not None else {}
-        if headers.get("retry-after-ms"):
-            retry_after = float(headers["retry-after-ms"]) / 1000
-        elif headers.get("retry-after"):
-            try:
-                retry_after = float(headers["retry-after"])
-            except ValueError:
-                retry_after = None
-        transient = exc.status_code in (408, 409, 429) or exc.status_code >= 500
-        return ProviderError(
-            message,
-            transient=transient,
-            status_code=exc.status_code,
-            code=(err.get("code") if isinstance(err, dict) else None) or f"http_{exc.status_code}",
-            param=err.get("param") if isinstance(err, dict) else None,
-            retry_after=retry_after,
-        )
-    return ProviderError(f"{type(exc).__name__}: {exc}", transient=True, code="provider_error")
-
-
 class OpenAIProvider:
     name: ClassVar[str] = "openai"
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -104,11 +79,13 @@ class OpenAIProvider:
     )
     params_model: ClassVar[type[BaseModel]] = OpenAIHyperparameters
 
-    def __init__(self, *, api_key: str, base_url: str | None = None, timeout: float = 60.0) -> None:
-        # Reads may retry inside the SDK; creating calls never do (see ``_create_client``): the SDK sends no
-        # idempotency key, so its retry of a create whose answer was lost would make a second job.
-        self._client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=2)
-        self._create_client = self._client.with_options(max_retries=0)
+    def __init__(
+        self, *, api_key: str, base_url: str | None = None, timeout: float = 60.0, max_retries: int = 2
+    ) -> None:
+        config = ClientConfig(api_key=SecretStr(api_key), base_url=base_url, timeout_s=timeout)
+        # Reads may retry inside the SDK; creating calls never do (see ``client.no_retries``).
+        self._client = sync_client(config, max_retries=max_retries, max_response_bytes=API_RESPONSE_BYTES)
+        self._create_client = no_retries(self._client)
         self._account = hashlib.sha256(f"{base_url or 'openai'}\0{api_key}".encode()).hexdigest()[:32]
 
     @property
@@ -118,8 +95,18 @@ class OpenAIProvider:
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except openai.OpenAIError as exc:
-            raise _error_from(exc) from exc
+        except Exception as exc:
+            if not is_call_failure(exc):
+                raise
+            raise classify(exc).as_provider_error() from exc
+
+    def _listing(self, fn: Callable[..., Any], *args: Any, what: str, max_pages: int, **kwargs: Any) -> Listing:
+        """A bounded walk over a cursor-paged list; each page is one call of ``fn``."""
+
+        def fetch(after: str | None) -> Any:
+            return self._call(fn, *args, **kwargs, **({"after": after} if after else {}))
+
+        return Listing(fetch, what=what, max_pages=max_pages)
 
     # Files -------------------------------------------------------------------------------------------------------
 
@@ -129,9 +116,11 @@ class OpenAIProvider:
 
     def find_file(self, *, sha256: str, purpose: str) -> str | None:
         wanted = self._filename(sha256)
-        page = self._call(self._client.files.list, purpose=purpose)
-        for f in self._call(lambda: list(page)):
-            if f.filename == wanted and getattr(f, "status", "processed") not in ("error", "deleted"):
+        files = self._listing(
+            self._client.files.list, purpose=purpose, what=f"{purpose} files", max_pages=FILE_LOOKUP_PAGES
+        )
+        for f in files:
+            if getattr(f, "filename", None) == wanted and getattr(f, "status", "processed") not in ("error", "deleted"):
                 return f.id
         return None
 
@@ -181,10 +170,16 @@ class OpenAIProvider:
         )
 
     def find_job(self, our_job_id: str) -> ProviderJob | None:
-        page = self._call(self._client.fine_tuning.jobs.list, metadata={TAG_KEY: our_job_id}, limit=20)
-        for job in page.data:
+        jobs = self._listing(
+            self._client.fine_tuning.jobs.list,
+            metadata={TAG_KEY: our_job_id},
+            limit=PAGE_SIZE,
+            what=f"jobs tagged {our_job_id}",
+            max_pages=JOB_LOOKUP_PAGES,
+        )
+        for job in jobs:
             # Check the tag ourselves too: a compatible server may ignore the filter.
-            if (job.metadata or {}).get(TAG_KEY) == our_job_id:
+            if (getattr(job, "metadata", None) or {}).get(TAG_KEY) == our_job_id:
                 return self._parse_job(job)
         return None
 
@@ -209,38 +204,40 @@ class OpenAIProvider:
 
     def list_events(self, provider_job_id: str, *, after: str | None) -> list[ProviderEvent]:
         """Events newer than ``after`` (an event id), oldest first. OpenAI lists newest first, so we walk back."""
+        events = self._listing(
+            self._client.fine_tuning.jobs.list_events,
+            provider_job_id,
+            limit=PAGE_SIZE,
+            what=f"events of {provider_job_id}",
+            max_pages=EVENT_PAGES,
+        )
         collected: list[ProviderEvent] = []
-        cursor: str | None = None
-        while len(collected) < MAX_EVENTS_PER_SYNC:
-            kwargs: dict[str, Any] = {"limit": 100}
-            if cursor:
-                kwargs["after"] = cursor
-            page = self._call(self._client.fine_tuning.jobs.list_events, provider_job_id, **kwargs)
-            if not page.data:
+        for ev in events:
+            if after is not None and ev.id == after:
                 break
-            for ev in page.data:
-                if after is not None and ev.id == after:
-                    return list(reversed(collected))
-                raw = ev.model_dump(mode="json")
-                collected.append(
-                    ProviderEvent(
-                        id=ev.id,
-                        created_at=from_unix(raw.get("created_at")) or datetime.now(UTC),
-                        level=raw.get("level") or "info",
-                        type=raw.get("type") or "message",
-                        message=raw.get("message") or "",
-                        data=raw.get("data") or {},
-                    )
+            raw = ev.model_dump(mode="json") if hasattr(ev, "model_dump") else dict(ev)
+            collected.append(
+                ProviderEvent(
+                    id=ev.id,
+                    created_at=from_unix(raw.get("created_at")) or datetime.now(UTC),
+                    level=raw.get("level") or "info",
+                    type=raw.get("type") or "message",
+                    message=raw.get("message") or "",
+                    data=raw.get("data") or {},
                 )
-            if not getattr(page, "has_more", False):
-                break
-            cursor = page.data[-1].id
+            )
         return list(reversed(collected))
 
     def list_checkpoints(self, provider_job_id: str) -> list[ProviderCheckpoint]:
-        page = self._call(self._client.fine_tuning.jobs.checkpoints.list, provider_job_id, limit=100)
+        checkpoints = self._listing(
+            self._client.fine_tuning.jobs.checkpoints.list,
+            provider_job_id,
+            limit=PAGE_SIZE,
+            what=f"checkpoints of {provider_job_id}",
+            max_pages=CHECKPOINT_PAGES,
+        )
         out = []
-        for cp in self._call(lambda: list(page)):
+        for cp in checkpoints:
             raw = cp.model_dump(mode="json")
             out.append(
                 ProviderCheckpoint(
@@ -263,9 +260,10 @@ class OpenAIProvider:
         return self._parse_job(self._call(self._client.fine_tuning.jobs.resume, provider_job_id))
 
     def list_models(self) -> list[ProviderModel]:
+        # One request: the models list is not paged.
         page = self._call(self._client.models.list)
         out = []
-        for m in self._call(lambda: list(page)):
+        for m in page.data or []:
             raw = m.model_dump(mode="json")
             shutdown = raw.get("shutdown_date")
             try:
@@ -289,69 +287,3 @@ class OpenAIProvider:
             columns, rows = parsed
             out.append(ResultFile(file_id=file_id, columns=columns, rows=rows))
         return out
-
-
-# Result files ---------------------------------------------------------------------------------------------------------
-
-# OpenAI's result CSV names token accuracy differently from its metrics events; we keep the events' names.
-RESULT_COLUMN_ALIASES = {
-    "train_accuracy": "train_mean_token_accuracy",
-    "valid_accuracy": "valid_mean_token_accuracy",
-    "validation_loss": "valid_loss",
-}
-
-
-def _decode_result(content: bytes) -> str | None:
-    """OpenAI serves result files base64-encoded; compatible servers may send the CSV itself."""
-    text = content.decode("utf-8-sig", errors="replace").strip()
-    if "," in text.split("\n", 1)[0]:
-        return text
-    try:
-        return base64.b64decode("".join(text.split()), validate=True).decode("utf-8-sig").strip()
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _number(value: str) -> int | float | None:
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        pass
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def parse_result_csv(content: bytes) -> tuple[list[str], list[list[int | float | None]]] | None:
-    """``(columns, rows)`` of a per-step metrics CSV, column names normalised, or None when it is not one.
-
-    Lenient on purpose, since the columns have changed over the years: any column order, unknown numeric columns kept,
-    empty or non-numeric cells become None, rows without an integer step are dropped. Only a ``step`` column is needed.
-    """
-    text = _decode_result(content)
-    if not text:
-        return None
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if not header:
-        return None
-    columns = [RESULT_COLUMN_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in header]
-    if "step" not in columns:
-        return None
-    step_at = columns.index("step")
-    rows: list[list[int | float | None]] = []
-    for raw in reader:
-        if len(raw) <= step_at:
-            continue
-        values = [_number(v) for v in raw[: len(columns)]]
-        values += [None] * (len(columns) - len(values))
-        step = values[step_at]
-        if not isinstance(step, int) or step < 0:
-            continue
-        rows.append(values)
-    return columns, rows

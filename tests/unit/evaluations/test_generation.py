@@ -207,7 +207,8 @@ async def test_should_stop_and_callback_errors(emu: OpenAIEmulator) -> None:
     assert info.group_contains(RuntimeError, match="database is gone")
 
 
-def test_sync_wrapper_outside_and_inside_an_event_loop(emu: OpenAIEmulator) -> None:
+def test_sync_wrapper_outside_and_inside_an_event_loop(emu: OpenAIEmulator, settings) -> None:  # type: ignore[no-untyped-def]
+    # ``settings``: the test policy, which lets clients built from a config reach the emulator on loopback.
     config = ClientConfig(base_url=emu.base_url, api_key="sk-test")
     results: list[GenResult] = []
     stats = generate_all_sync(_requests(3), on_result=results.append, client_config=config)
@@ -219,7 +220,7 @@ def test_sync_wrapper_outside_and_inside_an_event_loop(emu: OpenAIEmulator) -> N
     assert asyncio.run(inside()) == 2
 
 
-async def test_judge_calls_share_the_runner(emu: OpenAIEmulator) -> None:
+async def test_judge_calls_share_the_runner(emu: OpenAIEmulator, settings) -> None:  # type: ignore[no-untyped-def]
     emu.core.config.answer_fn = lambda model, messages: "Accurate.\nSCORE: 4" if model == "gpt-4o" else None
     async with ChatRunner(ClientConfig(base_url=emu.base_url, api_key="sk-test"), RateLimits()) as runner:
         grader = get_grader(

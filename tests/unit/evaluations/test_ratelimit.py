@@ -5,13 +5,8 @@ from email.utils import formatdate
 
 import pytest
 
-from service.evaluations.generation.ratelimit import (
-    RateLimiter,
-    RateLimitHeaders,
-    Reservation,
-    parse_duration,
-    parse_retry_after,
-)
+from service.evaluations.generation.ratelimit import RateLimiter, Reservation
+from service.providers.openai.headers import RateLimitHeaders, parse_duration, parse_retry_after
 
 
 class FakeTime:

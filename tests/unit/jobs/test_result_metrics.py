@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 from service.jobs.metrics import merge_points
-from service.providers.openai_provider import parse_result_csv
+from service.providers.openai.results import parse_result_csv
 
 OPENAI_CSV = (
     "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n"

@@ -79,7 +79,7 @@ def test_a_step_whose_lease_was_lost_is_discarded(settings, project):
     row_id = _dataset(project["id"])
     with leased(DATASETS, row_id, lease_s=60) as got:
         assert got is not None
-        session, ds = got
+        _session, ds = got
         ds.filename = "written by a worker that was too slow"
         clock.travel(timedelta(seconds=61))
         assert claim(DATASETS, row_id) is not None  # another worker takes the row over

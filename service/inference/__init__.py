@@ -1,0 +1,87 @@
+"""The inference runtime for local models: resident base models, LoRA adapters applied per request, continuous
+batching, streaming, and bounds on queued work, tokens and time. Pure domain code: the OpenAI-shaped routes and the
+evaluation runner call it; it knows nothing of HTTP or Celery.
+
+``get_runtime(settings)`` returns the process-wide runtime; its scheduler thread starts with the first request.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .types import (
+    Choice,
+    Completion,
+    FinishReason,
+    InferenceError,
+    InferenceTimeout,
+    InvalidRequest,
+    ModelLoadError,
+    ModelRef,
+    Overloaded,
+    Prompt,
+    SamplingParams,
+    StreamEvent,
+    StreamItem,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from .runtime import InferenceRuntime
+
+__all__ = [
+    "Choice",
+    "Completion",
+    "FinishReason",
+    "InferenceError",
+    "InferenceRuntime",
+    "InferenceTimeout",
+    "InvalidRequest",
+    "ModelLoadError",
+    "ModelRef",
+    "Overloaded",
+    "Prompt",
+    "SamplingParams",
+    "StreamEvent",
+    "StreamItem",
+    "Usage",
+    "get_runtime",
+]
+
+_runtime: InferenceRuntime | None = None
+_lock = threading.Lock()
+
+
+def get_runtime(settings: Any) -> InferenceRuntime:
+    """The process-wide runtime, built from `settings` on first use (later calls return the same one)."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            from service.errors import Unavailable
+            from service.providers.local import is_available
+
+            ok, reason = is_available()
+            if not ok:
+                raise Unavailable(f"local inference is not available here: {reason}", code="provider_unavailable")
+            from .runtime import InferenceRuntime
+
+            _runtime = InferenceRuntime.from_settings(settings)
+        return _runtime
+
+
+def reset_runtime() -> None:
+    """Shut the process-wide runtime down (tests, and settings changes in one process)."""
+    global _runtime
+    with _lock:
+        runtime, _runtime = _runtime, None
+    if runtime is not None:
+        runtime.close()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "InferenceRuntime":  # torch loads only when the runtime class is wanted
+        from .runtime import InferenceRuntime
+
+        return InferenceRuntime
+    raise AttributeError(name)
