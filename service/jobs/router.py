@@ -11,6 +11,7 @@ from api_schemas.jobs import CheckpointOut, JobCreate, JobEventOut, JobMetricsOu
 from service.api.creating import respond_created
 from service.api.deps import CallerDep, IdempotencyKey, SessionDep, SettingsDep
 from service.api.pagination import PageParams, page_params, paginate, select_for_project
+from service.evaluations.service import check_job_evaluation_request
 from service.idempotency.service import fingerprint
 from service.jobs import service
 from service.jobs.models import Job, JobCheckpoint, JobEvent
@@ -39,7 +40,12 @@ def create_job(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     def create() -> tuple[int, dict[str, Any]]:
-        job = service.create_job(session, caller.project_id, body, settings)
+        evaluation_request = (
+            check_job_evaluation_request(session, caller.project_id, body.evaluation, settings)
+            if body.evaluation is not None
+            else None
+        )
+        job = service.create_job(session, caller.project_id, body, settings, evaluation_request=evaluation_request)
         return 201, job_out(job).model_dump(mode="json")
 
     return respond_created(

@@ -68,7 +68,18 @@ def poll_delay(
 # Creating -----------------------------------------------------------------------------------------------------------
 
 
-def create_job(session: Session, project_id: str, req: JobCreate, settings: Settings | None = None) -> Job:
+def create_job(
+    session: Session,
+    project_id: str,
+    req: JobCreate,
+    settings: Settings | None = None,
+    *,
+    evaluation_request: dict[str, Any] | None = None,
+) -> Job:
+    """``evaluation_request``: ``req.evaluation`` as checked and stored by the evaluations domain
+    (``check_job_evaluation_request``); jobs only keep it, and a subscriber to ``job.succeeded`` starts it."""
+    if (req.evaluation is None) != (evaluation_request is None):
+        raise ValueError("an evaluation request is checked by service.evaluations before the job is created")
     settings = settings or get_settings()
     provider_name = req.provider or settings.default_provider
     entry = registry.entry(provider_name)
@@ -89,12 +100,6 @@ def create_job(session: Session, project_id: str, req: JobCreate, settings: Sett
     train = get_ready_dataset(session, project_id, req.training_dataset_id, "training")
     if req.validation_dataset_id:
         get_ready_dataset(session, project_id, req.validation_dataset_id, "validation")
-    evaluation_request = None
-    if req.evaluation is not None:
-        from service.evaluations.service import check_job_evaluation_request
-
-        evaluation_request = check_job_evaluation_request(session, project_id, req.evaluation, settings)
-
     from service.jobs.preflight import preflight
 
     check = preflight(provider_name, req.model, train, params.model_dump(exclude_none=True), req.method.type.value)

@@ -322,3 +322,45 @@ def test_the_payload_is_the_signed_envelope(configure, project, receiver):
     payload = standardwebhooks.Webhook(secret).verify(req.body, req.headers)
     assert payload["id"] == event_id == req.headers["webhook-id"] and payload["type"] == "ping"
     assert json.loads(req.body)["data"] == {"object": {"object": "ping", "n": 0}}
+
+
+def test_a_delivery_that_cannot_be_prepared_fails_after_the_bounded_attempts(configure, project, receiver, monkeypatch):
+    s = configure(max_step_attempts=3)
+    ep = add_endpoint(s, project["id"], receiver.url("/ok"))
+    add_events(s, project["id"], 1)
+
+    def broken(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise ValueError("the endpoint's secret cannot be decrypted")
+
+    monkeypatch.setattr(dispatch, "prepare", broken)
+    for attempt in (1, 2, 3):
+        assert Dispatcher(s).run().errors == 1
+        (d,) = deliveries(s)
+        assert d.attempts == attempt and "cannot be decrypted" in d.last_error
+        clock.travel(timedelta(hours=1))
+    assert (d.status, d.next_run_at, d.lease_owner) == ("failed", None, None)
+    assert Dispatcher(s).run().claimed == 0 and receiver.state.requests == []
+    (logged,) = attempts(s, [d.id])
+    assert "3 times" not in logged.error and "cannot be decrypted" in logged.error
+    assert endpoint(s, ep).exhausted_in_a_row == 1
+
+
+def test_an_event_whose_fan_out_keeps_failing_stops_after_the_bounded_attempts(configure, project, monkeypatch):
+    from service.events import subscribers
+
+    s = configure(max_step_attempts=2)
+
+    def failing(_session, _event):  # type: ignore[no-untyped-def]
+        raise RuntimeError("subscriber is broken")
+
+    monkeypatch.setattr(subscribers, "subscribers", lambda _type: [failing])
+    with session_scope(s) as session:
+        event_id = events.record(session, project["id"], "ping", {"object": "ping"}).id
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            fanout(event_id)
+        clock.travel(timedelta(hours=1))
+    with session_scope(s) as session:
+        event = session.get(Event, event_id)
+        assert (event.next_run_at, event.attempts) == (None, 2) and "subscriber is broken" in event.last_error
+    assert fanout(event_id) == []  # not due any more
