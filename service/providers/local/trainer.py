@@ -153,233 +153,304 @@ def train(
     finished = _finished_result(output, fingerprint)
     if finished is not None:
         return finished
+    run = _Run(params, source, output, fingerprint, started, on_event or (lambda event: None))
+    run.setup(device, cache_dir, num_threads)
+    run.load_data(train_file, validation_file)
+    run.prepare_model()
+    cancelled = run.loop(should_stop or (lambda: False))
+    return cancelled if cancelled is not None else run.finish()
 
-    emit = on_event or (lambda event: None)
-    stop = should_stop or (lambda: False)
-    checkpoint = find_latest_checkpoint(output)
-    resume_state = read_trainer_state(checkpoint) if checkpoint else None
-    if resume_state is not None and resume_state.get("fingerprint") != fingerprint:
-        raise CheckpointMismatchError(
-            f"{output} holds checkpoints of a different run (other params, data or base model); "
-            "use a fresh output_dir or delete its checkpoints folder"
-        )
-    metrics = MetricsLog(output / METRICS_FILE, keep_through_step=resume_state["step"] if resume_state else None)
 
-    def report(event: Any) -> None:
-        metrics.write(event)
-        emit(event)
+class _Run:
+    """One training run, in the order ``train`` takes its steps: setup (resume state, device, base model), data,
+    model (LoRA, optimizer, a checkpoint's state), the loop (with checkpoints and validation), and finish."""
 
-    dev = select_device(device)
-    precision, dtype = select_precision(params.precision, dev)
-    threads = configure_threads(num_threads) if dev.type == "cpu" else torch.get_num_threads()
-    loaded = load_base_model(source, cache_dir=Path(cache_dir), device=dev, dtype=dtype)
-    report(
-        TrainMessage(
-            message=f"Loaded base model {source.spec} in {loaded.load_seconds:.1f}s on {dev} ({precision})",
-            data={
-                "base_model": source.spec,
-                "kind": source.kind,
-                "converted_now": not loaded.from_cache,
-                "load_seconds": round(loaded.load_seconds, 3),
-                "device": str(dev),
-                "precision": precision,
-                "cpu_threads": threads,
-            },
-        )
-    )
-    tokenizer = loaded.tokenizer
-    encoder = ChatEncoder(tokenizer, params.max_seq_length)
-    train_examples, train_stats = load_chat_dataset(train_file, encoder)
-    validation_examples = load_chat_dataset(validation_file, encoder)[0] if validation_file else []
-    lengths = [len(example) for example in train_examples]
-    plan = plan_training(lengths, params)
-    total_steps = len(plan)
-    pad_share = padding_share([mb for step in plan for mb in step.micro_batches], lengths)
-    report(
-        TrainMessage(
-            message=f"Training data: {train_stats.examples} examples, {train_stats.tokens} tokens, "
-            f"{total_steps} steps, padding {pad_share:.1%}",
-            data={
-                **train_stats.as_dict(),
-                "validation_examples": len(validation_examples),
-                "total_steps": total_steps,
-                "padding_share": round(pad_share, 4),
-            },
-        )
-    )
-    if train_stats.truncated or train_stats.skipped_no_target:
-        report(
+    def __init__(
+        self,
+        params: LocalTrainParams,
+        source: BaseModelSource,
+        output: Path,
+        fingerprint: str,
+        started: float,
+        emit: Callable[[TrainEvent], None],
+    ) -> None:
+        self.params, self.source, self.output, self.fingerprint = params, source, output, fingerprint
+        self.started, self.emit = started, emit
+        self.step, self.tokens, self.target_tokens = 0, 0, 0
+        self.last_loss: float | None = None
+        self.last_validation: float | None = None
+        self.resumed_from: int | None = None
+
+    def report(self, event: Any) -> None:
+        self.metrics.write(event)
+        self.emit(event)
+
+    # --- setup ------------------------------------------------------------------------------------------------------
+
+    def setup(self, device: str, cache_dir: str | Path, num_threads: int | None) -> None:
+        """The checkpoint to resume from (refused when it is another run's), the metrics log cut back to it, the
+        device and precision, and the base model."""
+        output, source = self.output, self.source
+        self.checkpoint = find_latest_checkpoint(output)
+        self.resume_state = read_trainer_state(self.checkpoint) if self.checkpoint else None
+        if self.resume_state is not None and self.resume_state.get("fingerprint") != self.fingerprint:
+            raise CheckpointMismatchError(
+                f"{output} holds checkpoints of a different run (other params, data or base model); "
+                "use a fresh output_dir or delete its checkpoints folder"
+            )
+        keep_through = self.resume_state["step"] if self.resume_state else None
+        self.metrics = MetricsLog(output / METRICS_FILE, keep_through_step=keep_through)
+        dev = self.dev = select_device(device)
+        precision, self.dtype = select_precision(self.params.precision, dev)
+        self.precision = precision
+        threads = configure_threads(num_threads) if dev.type == "cpu" else torch.get_num_threads()
+        self.loaded = load_base_model(source, cache_dir=Path(cache_dir), device=dev, dtype=self.dtype)
+        self.report(
             TrainMessage(
-                level="warning",
-                message=f"{train_stats.truncated} examples truncated to {params.max_seq_length} tokens; "
-                f"{train_stats.skipped_no_target} skipped with no assistant token left to learn",
-                data={"skipped_lines": train_stats.skipped_lines[:100]},
+                message=f"Loaded base model {source.spec} in {self.loaded.load_seconds:.1f}s on {dev} ({precision})",
+                data={
+                    "base_model": source.spec,
+                    "kind": source.kind,
+                    "converted_now": not self.loaded.from_cache,
+                    "load_seconds": round(self.loaded.load_seconds, 3),
+                    "device": str(dev),
+                    "precision": precision,
+                    "cpu_threads": threads,
+                },
             )
         )
 
-    model = loaded.model
-    target_modules = resolve_target_modules(model, params.target_modules)
-    seed_everything(params.seed)
-    model = attach_lora(model, params, target_modules, source.spec)
-    model.train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=params.learning_rate, weight_decay=params.weight_decay)
-    warmup_steps = math.ceil(params.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(total_steps, warmup_steps))
-    keep_logits = supports_logits_to_keep(model)
-    pad_id = int(tokenizer.pad_token_id)
+    # --- data -------------------------------------------------------------------------------------------------------
 
-    step, tokens, target_tokens = 0, 0, 0
-    last_loss: float | None = None
-    last_validation: float | None = None
-    resumed_from: int | None = None
-    if checkpoint is not None and resume_state is not None:
-        resume_state, rng_state = load_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler)
-        restore_rng_state(rng_state)
-        step, tokens, target_tokens = resume_state["step"], resume_state["tokens"], resume_state["target_tokens"]
-        last_loss, last_validation = resume_state.get("train_loss"), resume_state.get("validation_loss")
-        resumed_from = step
-        report(TrainMessage(message=f"Resumed from checkpoint at step {step} of {total_steps}", data={"step": step}))
-
-    def trainer_state() -> dict[str, Any]:
-        return {
-            "fingerprint": fingerprint,
-            "total_steps": total_steps,
-            "tokens": tokens,
-            "target_tokens": target_tokens,
-            "train_loss": last_loss,
-            "validation_loss": last_validation,
-            "base_model": source.spec,
-        }
-
-    def checkpoint_now(at_step: int, rng: dict[str, Any]) -> Path:
-        path = save_checkpoint(
-            output,
-            at_step,
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            rng_state=rng,
-            trainer_state=trainer_state(),
-            keep=params.keep_checkpoints,
+    def load_data(self, train_file: Path, validation_file: Path | None) -> None:
+        """Tokenized examples and the step plan (packed micro-batches per optimizer step)."""
+        params = self.params
+        self.tokenizer = self.loaded.tokenizer
+        encoder = ChatEncoder(self.tokenizer, params.max_seq_length)
+        self.train_examples, train_stats = load_chat_dataset(train_file, encoder)
+        self.validation_examples = load_chat_dataset(validation_file, encoder)[0] if validation_file else []
+        self.lengths = [len(example) for example in self.train_examples]
+        self.plan = plan_training(self.lengths, params)
+        self.total_steps = len(self.plan)
+        self.pad_share = padding_share([mb for step in self.plan for mb in step.micro_batches], self.lengths)
+        self.report(
+            TrainMessage(
+                message=f"Training data: {train_stats.examples} examples, {train_stats.tokens} tokens, "
+                f"{self.total_steps} steps, padding {self.pad_share:.1%}",
+                data={
+                    **train_stats.as_dict(),
+                    "validation_examples": len(self.validation_examples),
+                    "total_steps": self.total_steps,
+                    "padding_share": round(self.pad_share, 4),
+                },
+            )
         )
-        report(CheckpointSaved(step=at_step, path=path))
-        return path
+        if train_stats.truncated or train_stats.skipped_no_target:
+            self.report(
+                TrainMessage(
+                    level="warning",
+                    message=f"{train_stats.truncated} examples truncated to {params.max_seq_length} tokens; "
+                    f"{train_stats.skipped_no_target} skipped with no assistant token left to learn",
+                    data={"skipped_lines": train_stats.skipped_lines[:100]},
+                )
+            )
 
-    def validate() -> None:
-        nonlocal last_validation
-        value, count = evaluate_loss(model, validation_examples, params, pad_id, dev, dtype, keep_logits)
-        last_validation = value
-        report(
+    # --- model ------------------------------------------------------------------------------------------------------
+
+    def prepare_model(self) -> None:
+        """LoRA on the base model, the optimizer and schedule, and the checkpoint's state when resuming."""
+        params = self.params
+        model = self.loaded.model
+        self.target_modules = resolve_target_modules(model, params.target_modules)
+        seed_everything(params.seed)
+        model = self.model = attach_lora(model, params, self.target_modules, self.source.spec)
+        model.train()
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=params.learning_rate, weight_decay=params.weight_decay)
+        warmup_steps = math.ceil(params.warmup_ratio * self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_linear_decay(self.total_steps, warmup_steps)
+        )
+        self.keep_logits = supports_logits_to_keep(model)
+        self.pad_id = int(self.tokenizer.pad_token_id)
+        if self.checkpoint is not None and self.resume_state is not None:
+            state, rng_state = load_checkpoint(
+                self.checkpoint, model=model, optimizer=self.optimizer, scheduler=self.scheduler
+            )
+            restore_rng_state(rng_state)
+            self.step, self.tokens, self.target_tokens = state["step"], state["tokens"], state["target_tokens"]
+            self.last_loss, self.last_validation = state.get("train_loss"), state.get("validation_loss")
+            self.resumed_from = self.step
+            self.report(
+                TrainMessage(
+                    message=f"Resumed from checkpoint at step {self.step} of {self.total_steps}",
+                    data={"step": self.step},
+                )
+            )
+
+    # --- loop -------------------------------------------------------------------------------------------------------
+
+    def loop(self, stop: Callable[[], bool]) -> TrainResult | None:
+        """Train to the last step; the cancelled result when ``stop`` says so (checkpointed at the last finished
+        step, whose RNG state was captured before the next step began)."""
+        params, plan, dev, dtype = self.params, self.plan, self.dev, self.dtype
+        total_steps = self.total_steps
+        step_rng = capture_rng_state()
+        while self.step < total_steps:
+            planned = plan[self.step]
+            step_started = time.perf_counter()
+            step_targets = sum(count_targets(mb, self.train_examples) for mb in planned.micro_batches)
+            step_loss, step_tokens = 0.0, 0
+            for micro_batch in planned.micro_batches:
+                if stop():
+                    step = self.step
+                    latest = find_latest_checkpoint(self.output)
+                    if step > 0 and (latest is None or latest.name != f"step-{step}"):
+                        self.save(step, step_rng)
+                    self.report(
+                        TrainMessage(message=f"Cancelled at step {step} of {total_steps}", data={"step": step})
+                    )
+                    return self.result("cancelled")
+                collated = collate(micro_batch, self.train_examples, self.pad_id)
+                batch = {key: value.to(dev) for key, value in collated.items()}
+                with autocast(dev, dtype):
+                    batch_loss = loss_sum(self.model, batch, keep_logits=self.keep_logits)
+                (batch_loss / step_targets).backward()
+                step_loss += float(batch_loss.detach())
+                step_tokens += micro_batch.real_tokens(self.lengths)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, params.max_grad_norm))
+            learning_rate = self.scheduler.get_last_lr()[0]
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            step = self.step
+            step_rng = capture_rng_state()
+            self.tokens += step_tokens
+            self.target_tokens += step_targets
+            self.last_loss = step_loss / step_targets
+            if not math.isfinite(self.last_loss):
+                raise LocalTrainingError(
+                    f"Training loss became {self.last_loss} at step {step}; lower the learning rate"
+                )
+            duration = time.perf_counter() - step_started
+            self.report(
+                StepMetrics(
+                    step=step,
+                    total_steps=total_steps,
+                    epoch=planned.epoch + (planned.index_in_epoch + 1) / planned.steps_in_epoch,
+                    train_loss=self.last_loss,
+                    learning_rate=learning_rate,
+                    grad_norm=grad_norm,
+                    tokens=self.tokens,
+                    target_tokens=self.target_tokens,
+                    tokens_per_second=step_tokens / duration if duration > 0 else 0.0,
+                    elapsed_s=time.perf_counter() - self.started,
+                )
+            )
+            if self.validation_examples and params.eval_every_steps and step % params.eval_every_steps == 0:
+                self.validate()
+            if params.checkpoint_every_steps and step % params.checkpoint_every_steps == 0 and step < total_steps:
+                self.save(step, step_rng)
+        return None
+
+    def validate(self) -> None:
+        value, count = evaluate_loss(
+            self.model, self.validation_examples, self.params, self.pad_id, self.dev, self.dtype, self.keep_logits
+        )
+        self.last_validation = value
+        self.report(
             ValidationMetrics(
-                step=step,
-                total_steps=total_steps,
+                step=self.step,
+                total_steps=self.total_steps,
                 validation_loss=value,
                 validation_tokens=count,
-                elapsed_s=time.perf_counter() - started,
+                elapsed_s=time.perf_counter() - self.started,
             )
         )
 
-    def result(status: str, **paths: Path | None) -> TrainResult:
-        latest = find_latest_checkpoint(output)
+    # --- checkpoint -------------------------------------------------------------------------------------------------
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "total_steps": self.total_steps,
+            "tokens": self.tokens,
+            "target_tokens": self.target_tokens,
+            "train_loss": self.last_loss,
+            "validation_loss": self.last_validation,
+            "base_model": self.source.spec,
+        }
+
+    def save(self, at_step: int, rng: dict[str, Any]) -> Path:
+        path = save_checkpoint(
+            self.output,
+            at_step,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            rng_state=rng,
+            trainer_state=self.trainer_state(),
+            keep=self.params.keep_checkpoints,
+        )
+        self.report(CheckpointSaved(step=at_step, path=path))
+        return path
+
+    # --- finish -----------------------------------------------------------------------------------------------------
+
+    def result(self, status: str, **paths: Path | None) -> TrainResult:
+        latest = find_latest_checkpoint(self.output)
         return TrainResult(
             status=status,
-            base_model=source.spec,
-            device=str(dev),
-            precision=precision,
-            steps=step,
-            total_steps=total_steps,
-            trained_tokens=tokens,
-            target_tokens=target_tokens,
-            final_train_loss=last_loss,
-            final_validation_loss=last_validation,
-            wall_time_s=time.perf_counter() - started,
-            padding_share=pad_share,
-            target_modules=target_modules,
+            base_model=self.source.spec,
+            device=str(self.dev),
+            precision=self.precision,
+            steps=self.step,
+            total_steps=self.total_steps,
+            trained_tokens=self.tokens,
+            target_tokens=self.target_tokens,
+            final_train_loss=self.last_loss,
+            final_validation_loss=self.last_validation,
+            wall_time_s=time.perf_counter() - self.started,
+            padding_share=self.pad_share,
+            target_modules=self.target_modules,
             adapter_path=paths.get("adapter"),
             merged_path=paths.get("merged"),
-            metrics_path=metrics.path,
+            metrics_path=self.metrics.path,
             checkpoint_path=latest,
-            resumed_from_step=resumed_from,
+            resumed_from_step=self.resumed_from,
         )
 
-    step_rng = capture_rng_state()
-    while step < total_steps:
-        planned = plan[step]
-        step_started = time.perf_counter()
-        step_targets = sum(count_targets(mb, train_examples) for mb in planned.micro_batches)
-        step_loss, step_tokens = 0.0, 0
-        for micro_batch in planned.micro_batches:
-            if stop():
-                # Parameters are those of the last finished step; its RNG state was captured before this step began.
-                latest = find_latest_checkpoint(output)
-                if step > 0 and (latest is None or latest.name != f"step-{step}"):
-                    checkpoint_now(step, step_rng)
-                report(TrainMessage(message=f"Cancelled at step {step} of {total_steps}", data={"step": step}))
-                return result("cancelled")
-            batch = {key: value.to(dev) for key, value in collate(micro_batch, train_examples, pad_id).items()}
-            with autocast(dev, dtype):
-                batch_loss = loss_sum(model, batch, keep_logits=keep_logits)
-            (batch_loss / step_targets).backward()
-            step_loss += float(batch_loss.detach())
-            step_tokens += micro_batch.real_tokens(lengths)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm))
-        learning_rate = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        step_rng = capture_rng_state()
-        tokens += step_tokens
-        target_tokens += step_targets
-        last_loss = step_loss / step_targets
-        if not math.isfinite(last_loss):
-            raise LocalTrainingError(f"Training loss became {last_loss} at step {step}; lower the learning rate")
-        duration = time.perf_counter() - step_started
-        report(
-            StepMetrics(
-                step=step,
-                total_steps=total_steps,
-                epoch=planned.epoch + (planned.index_in_epoch + 1) / planned.steps_in_epoch,
-                train_loss=last_loss,
-                learning_rate=learning_rate,
-                grad_norm=grad_norm,
-                tokens=tokens,
-                target_tokens=target_tokens,
-                tokens_per_second=step_tokens / duration if duration > 0 else 0.0,
-                elapsed_s=time.perf_counter() - started,
+    def finish(self) -> TrainResult:
+        """A last validation unless the last step had one, the adapter (and merged model) saved whole, checkpoints
+        removed, and the result written for a re-delivered task to find."""
+        params, output, model, tokenizer = self.params, self.output, self.model, self.tokenizer
+        if self.validation_examples and not (params.eval_every_steps and self.step % params.eval_every_steps == 0):
+            self.validate()
+        model.peft_config["default"].base_model_name_or_path = self.source.spec
+        adapter_path = _save_folder(
+            output / ADAPTER_DIR, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp))
+        )
+        merged_path = None
+        if params.merge_adapter:
+            merged = model.merge_and_unload()
+            merged_path = _save_folder(
+                output / MERGED_DIR, lambda tmp: (merged.save_pretrained(tmp), tokenizer.save_pretrained(tmp))
+            )
+        remove_checkpoints(output)
+        final = self.result("succeeded", adapter=adapter_path, merged=merged_path)
+        atomic_write_text(
+            output / RESULT_FILE, json.dumps({"fingerprint": self.fingerprint, **final.model_dump(mode="json")}, indent=2)
+        )
+        last_loss, last_validation = self.last_loss, self.last_validation
+        self.report(
+            TrainMessage(
+                message=f"Training finished: {self.step} steps, train loss {last_loss:.4f}"
+                + (f", validation loss {last_validation:.4f}" if last_validation is not None else ""),
+                data={"adapter_path": str(adapter_path), "wall_time_s": round(final.wall_time_s, 2)},
             )
         )
-        if validation_examples and params.eval_every_steps and step % params.eval_every_steps == 0:
-            validate()
-        if params.checkpoint_every_steps and step % params.checkpoint_every_steps == 0 and step < total_steps:
-            checkpoint_now(step, step_rng)
-
-    if validation_examples and not (params.eval_every_steps and step % params.eval_every_steps == 0):
-        validate()
-    model.peft_config["default"].base_model_name_or_path = source.spec
-    adapter_path = _save_folder(
-        output / ADAPTER_DIR, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp))
-    )
-    merged_path = None
-    if params.merge_adapter:
-        merged = model.merge_and_unload()
-        merged_path = _save_folder(
-            output / MERGED_DIR, lambda tmp: (merged.save_pretrained(tmp), tokenizer.save_pretrained(tmp))
-        )
-    remove_checkpoints(output)
-    final = result("succeeded", adapter=adapter_path, merged=merged_path)
-    atomic_write_text(
-        output / RESULT_FILE, json.dumps({"fingerprint": fingerprint, **final.model_dump(mode="json")}, indent=2)
-    )
-    report(
-        TrainMessage(
-            message=f"Training finished: {step} steps, train loss {last_loss:.4f}"
-            + (f", validation loss {last_validation:.4f}" if last_validation is not None else ""),
-            data={"adapter_path": str(adapter_path), "wall_time_s": round(final.wall_time_s, 2)},
-        )
-    )
-    return final
+        return final
 
 
 def evaluate_loss(
