@@ -146,3 +146,21 @@ def test_a_job_that_recovers_keeps_its_last_error_and_resets_its_count(stack, ch
     assert r.status_code == 201, r.text
     job = wait_for(lambda: (j := stack.get(f"/v1/jobs/{r.json()['id']}"))["status"] == "succeeded" and j, timeout=120)
     assert job["attempts"] == 0 and job["last_error"] is not None and job["error"] is None
+
+
+def test_cancelling_a_job_that_backs_off_for_an_hour_cancels_it_at_once(stack, chat_jsonl):
+    stack.emulator.add_fault(r"^POST /v1/files$", "503", probability=1.0, retry_after_seconds=3600)
+    ds = stack.upload(chat_jsonl)
+    r = stack.client.post(
+        "/v1/jobs",
+        json={"training_dataset_id": ds["id"], "provider": "openai", "model": "gpt-4.1-mini"},
+        headers=stack.headers,
+    )
+    assert r.status_code == 201, r.text
+    path = f"/v1/jobs/{r.json()['id']}"
+    job = wait_for(lambda: (j := stack.get(path)) and j["attempts"] >= 1 and j)
+    assert job["status"] == "uploading"  # and not due again for an hour (the provider's retry-after)
+
+    assert stack.client.post(f"{path}/cancel", headers=stack.headers).status_code == 200
+    job = wait_for(lambda: (j := stack.get(path))["status"] in ("cancelled", "failed") and j, timeout=10)
+    assert job["status"] == "cancelled", job
