@@ -50,13 +50,30 @@ __all__ = [
 ]
 
 _runtime: InferenceRuntime | None = None
+_runtime_config: tuple[Any, ...] = ()
 _lock = threading.Lock()
 
 
+def _config(settings: Any) -> tuple[Any, ...]:
+    return (
+        settings.data_dir,
+        settings.inference_max_batch_size,
+        settings.inference_max_queued,
+        settings.inference_max_tokens,
+        settings.inference_memory_budget_mb,
+        settings.inference_request_timeout_s,
+    )
+
+
 def get_runtime(settings: Any) -> InferenceRuntime:
-    """The process-wide runtime, built from `settings` on first use (later calls return the same one)."""
-    global _runtime
+    """The process-wide runtime, built from `settings` on first use. Settings with other inference values (tests run
+    many configurations in one process) get a new runtime; the old one finishes what it runs and stops."""
+    global _runtime, _runtime_config
     with _lock:
+        config = _config(settings)
+        if _runtime is not None and config != _runtime_config:
+            old, _runtime = _runtime, None
+            threading.Thread(target=old.close, kwargs={"drain": True}, name="inference-close", daemon=True).start()
         if _runtime is None:
             from service.errors import Unavailable
             from service.providers.local import is_available
@@ -66,7 +83,7 @@ def get_runtime(settings: Any) -> InferenceRuntime:
                 raise Unavailable(f"local inference is not available here: {reason}", code="provider_unavailable")
             from .runtime import InferenceRuntime
 
-            _runtime = InferenceRuntime.from_settings(settings)
+            _runtime, _runtime_config = InferenceRuntime.from_settings(settings), config
         return _runtime
 
 

@@ -42,7 +42,9 @@ def adapter_name(path: Path) -> str:
 def check_adapter_folder(ref: ModelRef) -> None:
     assert ref.adapter_path is not None
     if not (Path(ref.adapter_path) / "adapter_config.json").is_file():
-        raise ModelLoadError(f"{ref.public_name}: its adapter is not a PEFT adapter folder (no adapter_config.json)")
+        raise ModelLoadError(
+            f"{ref.who} cannot be loaded: its adapter is not a PEFT adapter folder (no adapter_config.json)"
+        )
 
 
 @dataclass
@@ -113,7 +115,9 @@ class ResidentBase:
         except Exception as exc:
             log.warning("adapter %s for %s failed to load: %s", ref.adapter_path, self.key, exc)
             self._forget(name)
-            raise ModelLoadError(f"{ref.public_name}: its adapter cannot be applied to its base model") from None
+            raise ModelLoadError(
+                f"{ref.who} cannot be loaded: its adapter cannot be applied to its base model"
+            ) from None
         self.peft.eval()
         adapter = Adapter(name=name, path=Path(ref.adapter_path), nbytes=weights_bytes(self.peft) - before)
         self.adapters[name] = adapter
@@ -161,7 +165,7 @@ class ModelPool:
             return sum(base.total_bytes for base in self._bases.values())
 
     def get(self, ref: ModelRef, in_use: Callable[[str], bool]) -> ResidentBase:
-        key = ref.base_model
+        key = ref.base_key
         with self._lock:
             base = self._bases.get(key)
             if base is not None:
@@ -238,14 +242,14 @@ class ModelPool:
             loaded = load_base_model(
                 resolve_base_model(ref.base_model), cache_dir=self.cache_dir, device=self._device, dtype=self._dtype
             )
-            base = ResidentBase(ref.base_model, loaded, self._device)
+            base = ResidentBase(ref.base_key, loaded, self._device)
         except LocalTrainingError as exc:
-            log.warning("base model %s failed to load: %s", ref.base_model, exc)
-            raise ModelLoadError(f"{ref.public_name}: its base model cannot be loaded") from None
+            log.warning("base model %s failed to load: %s", ref.base_key, exc)
+            raise ModelLoadError(f"{ref.who} cannot be loaded: its base model failed to load") from None
         if base.nbytes > self.budget_bytes:
             raise ModelLoadError(
-                f"{ref.public_name}: its base model needs {base.nbytes / 2**20:.0f} MB, more than the inference memory "
+                f"{ref.who} cannot be loaded: its base model needs {base.nbytes / 2**20:.0f} MB, more than the inference memory "
                 f"budget ({self.budget_bytes / 2**20:.0f} MB)"
             )
-        log.info("inference: loaded base model %s in %.1fs", ref.base_model, loaded.load_seconds)
+        log.info("inference: loaded base model %s in %.1fs", ref.base_key, loaded.load_seconds)
         return base

@@ -153,6 +153,7 @@ class InferenceRuntime:
         self._seconds_per_request = 1.0  # moving average of request durations, for retry-after
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._drain = False
 
     @classmethod
     def from_settings(cls, settings: Any) -> InferenceRuntime:
@@ -277,12 +278,14 @@ class InferenceRuntime:
             batch_sizes=sizes,
         )
 
-    def close(self) -> None:
+    def close(self, *, drain: bool = False) -> None:
+        """Refuse new requests; end running ones (or, with `drain`, let them finish first) and stop the thread."""
         with self._lock:
             self._closed = True
+            self._drain = drain
             self._lock.notify_all()
             thread = self._thread
-        if thread is not None:
+        if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=30)
 
     # Submission helpers ---------------------------------------------------------------------------------------
@@ -331,11 +334,10 @@ class InferenceRuntime:
             with self._lock:
                 while not self._closed and not any(lane.busy for lane in self._lanes.values()):
                     self._lock.wait()
-                if self._closed:
-                    lanes = list(self._lanes.values())
-                else:
-                    lanes = [lane for lane in self._lanes.values() if lane.busy]
-            if self._closed:
+                busy = [lane for lane in self._lanes.values() if lane.busy]
+                stopping = self._closed and not (self._drain and busy)
+                lanes = list(self._lanes.values()) if stopping else busy
+            if stopping:
                 for lane in lanes:
                     for seq in [*lane.rows, *lane.waiting]:
                         seq.request.fail(InferenceError("the inference runtime is shut down"))

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+if TYPE_CHECKING:
+    from service.providers.local.base_models import BaseModelSource
 
 FinishReason = Literal["stop", "length"]
 Prompt = list[dict[str, Any]] | str  # chat messages (OpenAI format) or a raw text prompt (legacy completions)
@@ -13,16 +16,24 @@ Prompt = list[dict[str, Any]] | str  # chat messages (OpenAI format) or a raw te
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A resolved local model: the base model spec (alias, folder, GGUF file, hub id) and an optional PEFT LoRA adapter
-    folder. `name` is what users call it (an ``ft:`` name); errors show only that, never the paths."""
+    """A resolved local model: the base model (a spec string the runtime resolves as the operator allows: alias, folder
+    or GGUF file under the model directories, hub id; or a ``BaseModelSource`` the caller resolved) and an optional
+    PEFT LoRA adapter folder. `name` is what users call it (an ``ft:`` name); errors show only that, never paths."""
 
-    base_model: str
+    base_model: str | BaseModelSource
     adapter_path: Path | None = None
     name: str = ""
 
     @property
-    def public_name(self) -> str:
-        return self.name or ("a fine-tune" if self.adapter_path is not None else "the base model")
+    def base_key(self) -> str:
+        """Requests with the same key share one resident base model."""
+        if isinstance(self.base_model, str):
+            return self.base_model
+        return f"{self.base_model.kind}:{self.base_model.location}"
+
+    @property
+    def who(self) -> str:
+        return f"model '{self.name}'" if self.name else "the model"
 
 
 @dataclass(frozen=True)
