@@ -17,28 +17,40 @@ class UrlNotAllowed(ValueError):
         super().__init__(reason)
 
 
-class OutboundRefused(UrlNotAllowed):
-    """A destination address we never connect to (loopback, private, metadata, ...): written into the URL, or what
-    its host name resolved to when connecting. The message names the host and the reason, never a response."""
+class OutboundRefused(UrlNotAllowed, httpx.TransportError):
+    """A destination we never connect to: an address (loopback, private, metadata, ...) written into the URL or
+    resolved from its host when connecting, or a request the policy refuses outright. The message names the host and
+    the reason, never a response.
 
-    def __init__(self, host: str, address: IPAddress, reason: str, *, resolved: bool = False) -> None:
-        self.host = host
-        self.address = address
+    Also an httpx transport error, so SDKs built on httpx report it as a failed connection (the openai SDK raises
+    ``APIConnectionError`` from it) and ``is_refusal`` finds it behind their wrapper.
+    """
+
+    def __init__(
+        self, message: str, *, host: str | None = None, address: IPAddress | None = None, reason: str | None = None
+    ) -> None:
+        UrlNotAllowed.__init__(self, message)
+        self._request = None  # httpx's request slot, filled in when httpx passes the error on
+        self.host, self.address = host, address
+        self.reason = reason or message
+
+    @classmethod
+    def for_address(cls, host: str, address: IPAddress, reason: str, *, resolved: bool = False) -> OutboundRefused:
         message = f"refused: {reason} address {address}"
         if resolved:
             message += f" (resolved from {host})"
         elif host.strip("[]") != str(address):
             message += f" (written as {host})"
-        super().__init__(message)
-        self.reason = reason
+        return cls(message, host=host, address=address, reason=reason)
 
 
 class HostResolutionError(OSError):
     """The host name did not resolve. Not a refusal: callers treat it like any connection error (retry later)."""
 
 
-class ResponseTooLarge(httpx.HTTPError):
-    """The response body is larger than the client's ``max_response_bytes``; it was not buffered."""
+class ResponseTooLarge(httpx.TransportError):
+    """The response body is larger than the client's ``max_response_bytes``; it was not buffered. A transport error,
+    like a connection broken off mid-body, so SDKs report it as such."""
 
     def __init__(self, url: str, limit: int, declared: int | None = None) -> None:
         size = f"declares {declared} bytes" if declared is not None else "is larger"

@@ -112,7 +112,7 @@ class OutboundPolicy:
             return
         reason = blocked_reason(ip)
         if reason is not None:
-            raise OutboundRefused(host or str(ip), ip, reason, resolved=resolved)
+            raise OutboundRefused.for_address(host or str(ip), ip, reason, resolved=resolved)
 
 
 @dataclass(frozen=True)

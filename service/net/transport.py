@@ -18,7 +18,7 @@ import httpcore
 import httpx
 
 from service.net.addresses import parse_ip_literal
-from service.net.errors import HostResolutionError, IPAddress, ResponseTooLarge, UrlNotAllowed
+from service.net.errors import HostResolutionError, IPAddress, OutboundRefused, ResponseTooLarge, UrlNotAllowed
 from service.net.policy import OutboundPolicy, check_parsed
 from service.net.resolve import Resolver, resolve_checked
 
@@ -67,7 +67,7 @@ class GuardedBackend(httpcore.NetworkBackend):
         timeout: float | None = None,
         socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
-        raise UrlNotAllowed("outbound requests never go to unix sockets")
+        raise OutboundRefused("outbound requests never go to unix sockets")
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)
@@ -122,7 +122,7 @@ class AsyncGuardedBackend(httpcore.AsyncNetworkBackend):
         timeout: float | None = None,
         socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        raise UrlNotAllowed("outbound requests never go to unix sockets")
+        raise OutboundRefused("outbound requests never go to unix sockets")
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
@@ -185,6 +185,15 @@ class _AsyncCappedStream(httpx.AsyncByteStream):
         await self._inner.aclose()
 
 
+def _check_request(request: httpx.Request, policy: OutboundPolicy) -> None:
+    try:
+        check_parsed(request.url, policy)
+    except OutboundRefused:
+        raise
+    except UrlNotAllowed as exc:
+        raise OutboundRefused(str(exc), host=request.url.host) from None
+
+
 def _origin(url: httpx.URL) -> str:
     # Error messages name where the answer came from, not its path or query (which may carry ids or keys).
     return f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}"
@@ -214,7 +223,7 @@ class GuardedTransport(httpx.HTTPTransport):
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        check_parsed(request.url, self._policy)
+        _check_request(request, self._policy)
         response = super().handle_request(request)
         limit = self._max_response_bytes
         if limit is None:
@@ -251,7 +260,7 @@ class AsyncGuardedTransport(httpx.AsyncHTTPTransport):
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        check_parsed(request.url, self._policy)
+        _check_request(request, self._policy)
         response = await super().handle_async_request(request)
         limit = self._max_response_bytes
         if limit is None:
