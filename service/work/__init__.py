@@ -5,6 +5,7 @@ event.
 
 Modules: ``names`` (task and queue names), ``kind`` (what a kind of row is), ``backoff`` (the one retry schedule),
 ``lease`` (claim, renew, release, back off, ``leased``), ``batch`` (claiming many rows at once, due rows), ``wake``
-(sending a row's task), ``machine`` (state machines), ``kinds`` (every kind, for the sweeper). Nothing here imports a
+(sending a row's task), ``machine`` (state machines), ``views`` (a row's last error for the API), ``kinds`` (every
+kind, for the sweeper). Nothing here imports a
 domain package except ``kinds``; domains declare their own kind next to their steps.
 """
