@@ -3,7 +3,8 @@
 It starts the embedded service (API, worker, sweeper) in this process, creates a project, uploads the bundled
 support-ticket dataset through the API, splits it, fine-tunes SmolLM2-135M-Instruct with the `local` provider,
 then scores the base and the fine-tuned model on the held-out split and prints the comparison with confidence
-intervals and a paired test.
+intervals and a paired test. It ends by calling the fine-tuned model through the official ``openai`` SDK (only
+``base_url`` and ``api_key`` changed) and prints those lines for the user to copy.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from rich.syntax import Syntax
 from rich.table import Table
 
 DEMO_DIR = Path(__file__).parent / "data" / "demo"
@@ -54,17 +57,50 @@ def _start_service(settings: Any, port: int) -> tuple[Any, Any, Any]:
 
 
 def _wait_evaluation(api: httpx.Client, evaluation_id: str, console: Console) -> dict[str, Any]:
-    last = None
-    while True:
-        evaluation = api.get(f"/v1/evaluations/{evaluation_id}").raise_for_status().json()
-        if evaluation["status"] in ("succeeded", "failed", "cancelled"):
-            return evaluation
-        progress = evaluation["progress"]["candidates"]
-        line = ", ".join(f"{name} {p['done']}/{p['total']}" for name, p in progress.items())
-        if line and line != last:
-            console.print(f"   answered: {line}")
-            last = line
-        time.sleep(2.0)
+    """One progress bar over every candidate's answers (not a line per poll)."""
+    columns = (TextColumn("   answering"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[detail]}"))
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(evaluation_id, total=None, detail="")
+        while True:
+            evaluation = api.get(f"/v1/evaluations/{evaluation_id}").raise_for_status().json()
+            if evaluation["status"] in ("succeeded", "failed", "cancelled"):
+                return evaluation
+            candidates = evaluation["progress"].get("candidates") or {}
+            done = sum(p["done"] for p in candidates.values())
+            total = sum(p["total"] for p in candidates.values()) or None
+            detail = ", ".join(f"{name} {p['done']}/{p['total']}" for name, p in candidates.items())
+            progress.update(task, completed=done, total=total, detail=detail)
+            time.sleep(1.0)
+
+
+SDK_SNIPPET = """from openai import OpenAI
+
+client = OpenAI(base_url="{base_url}/v1", api_key="{key}")
+answer = client.chat.completions.create(
+    model="{model}",
+    messages={messages},
+    max_tokens={max_tokens},
+    temperature=0,
+)
+print(answer.choices[0].message.content)"""
+
+
+def _call_with_sdk(
+    console: Console, base_url: str, key: str, model: str, messages: list[dict[str, str]], max_tokens: int
+) -> str:
+    """The fine-tuned model called the way OpenAI code calls it: the official SDK, only base_url and api_key changed."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{base_url}/v1", api_key=key)
+    answer = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, temperature=0)
+    return answer.choices[0].message.content or ""
+
+
+def _held_out_example(api: httpx.Client, dataset_id: str) -> list[dict[str, str]]:
+    """The first held-out example's prompt (its messages up to the answer), for the closing SDK call."""
+    content = api.get(f"/v1/files/{dataset_id}/content").raise_for_status().text
+    messages = json.loads(content.splitlines()[0])["messages"]
+    return [m for m in messages if m["role"] != "assistant"]
 
 
 def _print_results(console: Console, results: dict[str, Any]) -> None:
@@ -172,13 +208,31 @@ def run_demo(console: Console) -> int:
             console.print(f"[red]evaluation {evaluation['status']}: {evaluation.get('error')}[/]")
             return 1
         _print_results(console, evaluation["results"])
+
+        example = _held_out_example(api, splits["test"]["id"])
+        model = job["fine_tuned_model"]
+        reply = _call_with_sdk(console, base_url, key, model, example, manifest["max_new_tokens"])
+        # The URLs and the snippet name `finetune serve`'s address: this demo's own server stops when it ends.
+        serve_url = f"http://{settings.host}:{settings.port}"
+        snippet = SDK_SNIPPET.format(
+            base_url=serve_url,
+            key=key,
+            model=model,
+            messages=json.dumps(example),
+            max_tokens=manifest["max_new_tokens"],
+        )
+        console.print(
+            f"[bold]6.[/] the fine-tuned model through the official openai SDK: {reply!r}\n"
+            f"   Run `finetune serve`, then from any Python with the openai package:\n"
+        )
+        console.print(Syntax(snippet, "python", theme="ansi_dark", background_color="default"))
         console.print(f"wall time {time.monotonic() - started:.0f} s")
         console.print(
-            f"See it in the API (Authorization: Bearer {key}):\n"
-            f"  {base_url}/v1/jobs/{job['id']}   .../metrics   .../events   .../checkpoints\n"
-            f"  {base_url}/v1/evaluations/{job['evaluation_id']}   .../samples?only=disagreements\n"
-            f"  {base_url}/v1/datasets/{ds['id']}/report\n"
-            "The data stays in the data directory; `finetune serve` serves it after this demo ends."
+            f"After `finetune serve` (Authorization: Bearer {key}):\n"
+            f"  {serve_url}/v1/jobs/{job['id']}   .../metrics   .../events   .../checkpoints\n"
+            f"  {serve_url}/v1/evaluations/{job['evaluation_id']}   .../samples?only=disagreements\n"
+            f"  {serve_url}/v1/datasets/{ds['id']}/report\n"
+            "The data stays in the data directory."
         )
         return 0
     finally:

@@ -58,5 +58,5 @@ def configure(level: str = "INFO", json_logs: bool = False, secrets: tuple[str, 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore", "celery.worker.strategy", "celery.app.trace"):
+    for noisy in ("httpx", "httpcore", "celery.worker.strategy", "celery.app.trace", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

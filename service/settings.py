@@ -15,7 +15,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-EMBEDDED_BROKER = "memory://"
+# The host part only keeps kombu from warning "No hostname was supplied" at every start of the embedded mode.
+EMBEDDED_BROKER = "memory://localhost/"
 
 
 class Settings(BaseSettings):

@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     from service.events.router import router as events_router
     from service.jobs.artifacts_router import router as job_artifacts_router
     from service.jobs.router import router as jobs_router
+    from service.openai_compat.router import router as openai_compat_router
     from service.projects.router import router as projects_router
     from service.providers.router import router as providers_router
     from service.providers.webhooks_router import router as provider_webhooks_router
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         providers_router,
         provider_webhooks_router,
         webhooks_router,
+        openai_compat_router,
     ):
         app.include_router(router, prefix="/v1")
 
@@ -203,4 +205,6 @@ def document_limits(spec: dict[str, Any]) -> dict[str, Any]:
             # FastAPI documents request validation as its own HTTPValidationError JSON; ours is a problem.
             if _is_fastapi_validation_error(responses.get("422")):
                 responses["422"] = copy.deepcopy(VALIDATION_PROBLEM)
+            if is_openai_path(path):
+                document_errors(operation)
     return spec

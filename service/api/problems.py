@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import ServiceError
+from service.openai_compat.errors import is_openai_path, openai_error
 from service.logs import request_id_var
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ STATUS_BY_KIND = {
 
 
 def problem(status: int, code: str, detail: str | None, request: Request | None = None, **extra: Any) -> JSONResponse:
+    if request is not None and is_openai_path(request.url.path):
+        return openai_error(status, code, detail, **extra)
     body: dict[str, Any] = {
         "type": f"/problems/{code}",
         "title": HTTPStatus(status).phrase,

@@ -46,6 +46,8 @@ class Job(Timestamps, WorkItem, SQLModel, table=True):
     estimated_finish_at: datetime | None = ts_field(nullable=True)
     started_at: datetime | None = ts_field(nullable=True)
     finished_at: datetime | None = ts_field(nullable=True)
+    # When the fine-tuned model was deleted (DELETE /v1/models/{model}): it leaves the model list and stops answering.
+    model_deleted_at: datetime | None = ts_field(nullable=True)
 
 
 class JobEvent(SQLModel, table=True):

@@ -90,6 +90,9 @@ class JobSpec(BaseModel):
     suffix: str | None = None
     seed: int | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    # The name the service gives the fine-tune (OpenAI's ``ft:`` form, ``service.providers.naming``), for providers that
+    # do not name their models themselves; hosted providers ignore it and report their own.
+    model_name: str | None = None
 
 
 class ProviderError(Exception):

@@ -31,6 +31,7 @@ from service.providers.base import (
 )
 from service.providers.local.artifacts import Artifact, list_artifacts
 from service.providers.local.params import LocalTrainParams
+from service.providers.naming import checkpoint_name
 from service.settings import Settings
 
 # A running trainer rewrites its heartbeat every HEARTBEAT_S; twice STALE_AFTER_S without one means it died.
@@ -126,7 +127,7 @@ class LocalProvider:
             id=job_id,
             raw_status=raw_status,
             status=STATUS.get(raw_status),
-            fine_tuned_model=f"local:{job_id}" if raw_status == "succeeded" else None,
+            fine_tuned_model=_model_name(spec, job_id) if raw_status == "succeeded" else None,
             trained_tokens=result.get("trained_tokens"),
             error=status.get("error"),
             finished_at=datetime.fromtimestamp(status["finished_at"], UTC) if status.get("finished_at") else None,
@@ -175,6 +176,7 @@ class LocalProvider:
                 "training_file": spec.training_file,
                 "validation_file": spec.validation_file,
                 "metadata": spec.metadata,
+                "model_name": spec.model_name,
                 "queued_at": time.time(),
             },
         )
@@ -214,24 +216,26 @@ class LocalProvider:
 
     def list_checkpoints(self, provider_job_id: str) -> list[ProviderCheckpoint]:
         out = []
+        job = self._job(provider_job_id)
+        name = _model_name(job.raw.get("spec") or {}, provider_job_id)
         for ev in self.list_events(provider_job_id, after=None):
             if ev.data.get("path") and "step" in ev.data and ev.type == "message":
                 out.append(
                     ProviderCheckpoint(
                         id=f"{provider_job_id}:step-{ev.data['step']}",
                         step=int(ev.data["step"]),
+                        model=checkpoint_name(name, int(ev.data["step"])) if name.startswith("ft:") else None,
                         metrics={},
                         created_at=ev.created_at,
                     )
                 )
-        job = self._job(provider_job_id)
         result = (job.raw.get("status") or {}).get("result") or {}
         if job.raw_status == "succeeded" and result.get("steps"):
             out.append(
                 ProviderCheckpoint(
                     id=f"{provider_job_id}:final",
                     step=int(result["steps"]),
-                    model=f"local:{provider_job_id}",
+                    model=name,
                     metrics={
                         "train_loss": result.get("final_train_loss"),
                         "valid_loss": result.get("final_validation_loss"),
@@ -273,3 +277,8 @@ def _describe(ev: dict[str, Any]) -> str:
     if kind == "checkpoint":
         return f"Checkpoint saved at step {ev.get('step')}"
     return str(kind)
+
+
+def _model_name(spec: dict[str, Any], job_id: str) -> str:
+    # Runs created before the service named its fine-tunes kept the old ``local:`` form.
+    return str(spec.get("model_name") or f"local:{job_id}")

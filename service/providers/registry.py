@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from sqlmodel import Session, select
 
@@ -25,9 +25,33 @@ class ProviderEntry:
     # (settings, the project's credential row, its decrypted key, timeout_s): timeout_s, when given, bounds each call
     # to the provider and turns its retries off (calls made while the API answers a request).
     build: Callable[[Settings, ProviderCredential | None, str | None, float | None], TrainingProvider]
+    # How the base and fine-tuned models of this provider's jobs are called to evaluate them: "openai" (an
+    # OpenAI-compatible API with the project's credentials), "local" (this service's inference runtime); None: they
+    # cannot be evaluated yet. Also the ``provider`` of a model candidate (api_schemas.evaluations.ModelCandidate).
+    evaluation_target: Literal["openai", "local"] | None = None
+    # Where the price of its training and inference comes from: "price_table" (the price table, by model: pre-flight
+    # checks the model and estimates the cost there), "free" (this service's own hardware); None: unknown.
+    pricing: Literal["price_table", "free"] | None = None
+    # OpenAI's hyperparameters in and out of this provider's own (jobs made through the OpenAI-shaped routes).
+    hyperparameters: HyperparameterMap = field(default_factory=lambda: HyperparameterMap())
+    # Whether a model name is one this provider trains (picks the provider when a request names only the model).
+    claims_model: Callable[[str], bool] = lambda _name: False
+    # (name, created as Unix seconds) of the base models a project may train here; read from tables, never a call out.
+    base_models: Callable[[Session, str, Settings], list[tuple[str, int]]] = lambda _s, _p, _settings: []
+
+
+def _same(hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in hyperparameters.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class HyperparameterMap:
+    from_openai: Callable[[dict[str, Any]], dict[str, Any]] = _same
+    to_openai: Callable[[dict[str, Any]], dict[str, Any]] = _same
 
 
 def _openai_entry() -> ProviderEntry:
+    from service.providers.openai.model_names import claims_openai_model
     from service.providers.openai.provider import OpenAIProvider
 
     def build(
@@ -50,12 +74,32 @@ def _openai_entry() -> ProviderEntry:
         capabilities=OpenAIProvider.capabilities,
         params_model=OpenAIProvider.params_model,
         availability=lambda: (True, None),
+        evaluation_target="openai",
+        pricing="price_table",
         build=build,
+        claims_model=claims_openai_model,
+        base_models=_openai_base_models,
     )
 
 
+def _openai_base_models(session: Session, project_id: str, settings: Settings) -> list[tuple[str, int]]:
+    """OpenAI's fine-tunable models from the price table, for projects that can reach OpenAI (a stored key or the
+    server's), each dated by the table's version."""
+    from datetime import UTC, datetime
+
+    from service.pricing.table import load_price_table
+
+    if credential_for(session, project_id, "openai") is None and settings.openai_api_key is None:
+        return []
+    table = load_price_table(settings.price_table_path)
+    created = int(datetime.fromisoformat(table.version).replace(tzinfo=UTC).timestamp())
+    return [(name, created) for name, entry in sorted(table.models.items()) if entry.fine_tuning_methods]
+
+
 def _local_entry() -> ProviderEntry:
-    from service.providers.local import is_available
+    from service.providers.local import claims_local_model, is_available
+    from service.providers.local.model_names import packaged_base_models
+    from service.providers.local.params import from_openai_hyperparameters, to_openai_hyperparameters
     from service.providers.local_provider import LocalProvider
 
     return ProviderEntry(
@@ -64,7 +108,12 @@ def _local_entry() -> ProviderEntry:
         capabilities=LocalProvider.capabilities,
         params_model=LocalProvider.params_model,
         availability=is_available,
+        evaluation_target="local",
+        pricing="free",
         build=lambda settings, _cred, _secret, _timeout_s: LocalProvider(settings),
+        hyperparameters=HyperparameterMap(from_openai_hyperparameters, to_openai_hyperparameters),
+        claims_model=claims_local_model,
+        base_models=lambda _s, _p, _settings: packaged_base_models(),
     )
 
 

@@ -124,8 +124,8 @@ def build(core: EmulatorCore, body: Any, *, request_id: str | None = None) -> tu
     params.reject_unknown(body, KNOWN_FIELDS)
     requested = params.required_str(body, "model")
     messages = _messages(body)
-    if body.get("stream"):
-        raise invalid("Streaming is not supported by the OpenAI emulator.", param="stream", code="unsupported_value")
+    if body.get("stream_options") is not None and not body.get("stream"):
+        raise invalid("stream_options is only allowed when stream is true.", param="stream_options")
     n = params.int_in_range("n", body.get("n", 1), low=1, high=128)
     temperature = params.number_in_range("temperature", body.get("temperature", 1.0), low=0.0, high=2.0)
     limit: int | None = None
@@ -179,6 +179,49 @@ def build(core: EmulatorCore, body: Any, *, request_id: str | None = None) -> tu
         "system_fingerprint": "fp_emulator",
     }
     return completion, prompt_tokens + completion_tokens
+
+
+def stream_chunks(completion: dict[str, Any], *, include_usage: bool) -> list[dict[str, Any]]:
+    """The completion as OpenAI streams it: per choice a role chunk, the content a few characters at a time, a chunk
+    with the finish reason; with ``include_usage`` every chunk carries ``usage: null`` and a last chunk has no choices
+    and the usage."""
+    base = {k: completion[k] for k in ("id", "created", "model", "service_tier", "system_fingerprint")}
+    base["object"] = "chat.completion.chunk"
+    chunks: list[dict[str, Any]] = []
+
+    def emit(choices: list[dict[str, Any]], usage: Any = None) -> None:
+        chunk = {**base, "choices": choices}
+        if include_usage:
+            chunk["usage"] = usage
+        chunks.append(chunk)
+
+    for choice in completion["choices"]:
+        index, text = choice["index"], choice["message"]["content"] or ""
+        emit(
+            [
+                {
+                    "index": index,
+                    "delta": {"role": "assistant", "content": "", "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ]
+        )
+        for start in range(0, len(text), 4):
+            emit(
+                [
+                    {
+                        "index": index,
+                        "delta": {"content": text[start : start + 4]},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ]
+            )
+        emit([{"index": index, "delta": {}, "logprobs": None, "finish_reason": choice["finish_reason"]}])
+    if include_usage:
+        emit([], completion["usage"])
+    return chunks
 
 
 def latency(core: EmulatorCore, model_id: str, requested: str) -> float:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from service.openai_compat.errors import is_openai_path
+
 
 def test_openapi_json_is_current():
     from service.api.openapi import ROOT_SPEC, render
@@ -49,4 +51,6 @@ def test_error_responses_are_documented_as_problems():
             for code, response in op["responses"].items():
                 if code.startswith(("4", "5")):
                     schema = response.get("content", {}).get("application/json", {}).get("schema", {})
-                    assert schema.get("$ref") == "#/components/schemas/Problem", f"{method.upper()} {path} {code}"
+                    # The OpenAI-shaped routes answer OpenAI's error shape, so the SDK raises its usual exceptions.
+                    expected = "OpenAIErrorResponse" if is_openai_path(path) else "Problem"
+                    assert schema.get("$ref") == f"#/components/schemas/{expected}", f"{method.upper()} {path} {code}"

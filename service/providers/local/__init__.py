@@ -28,6 +28,7 @@ from .events import (
     train_event_adapter,
 )
 from .inference import Generation, LocalGenerator
+from .model_names import claims_local_model
 from .params import LocalTrainParams
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ __all__ = [
     "TrainMessage",
     "TrainResult",
     "ValidationMetrics",
+    "claims_local_model",
     "is_available",
     "resolve_base_model",
     "train",

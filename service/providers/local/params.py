@@ -65,3 +65,28 @@ class LocalTrainParams(BaseModel):
         """Hash of the fields that determine the trained weights: a checkpoint is resumable only under the same one."""
         data = self.model_dump(mode="json", exclude=set(_NON_TRAJECTORY_FIELDS))
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+# OpenAI's hyperparameters, for jobs created through the OpenAI-shaped routes. OpenAI scales its own per-model
+# learning rate by `learning_rate_multiplier`; here the multiplier scales our default (1e-3, suited to LoRA), so 1.0
+# means "what this provider would have chosen", as it does at OpenAI. "auto" leaves our default.
+def from_openai_hyperparameters(hyperparameters: dict[str, object]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for name in ("n_epochs", "batch_size"):
+        value = hyperparameters.get(name)
+        if value is not None and value != "auto":
+            out[name] = value
+    multiplier = hyperparameters.get("learning_rate_multiplier")
+    if multiplier is not None and multiplier != "auto":
+        out["learning_rate"] = LocalTrainParams.model_fields["learning_rate"].default * float(multiplier)  # type: ignore[arg-type]
+    return out
+
+
+def to_openai_hyperparameters(params: dict[str, object]) -> dict[str, object]:
+    resolved = LocalTrainParams(**params)
+    default_lr = LocalTrainParams.model_fields["learning_rate"].default
+    return {
+        "n_epochs": resolved.n_epochs,
+        "batch_size": resolved.batch_size,
+        "learning_rate_multiplier": round(resolved.learning_rate / default_lr, 6),
+    }

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
 
 from .. import chat
 from .common import core_of, json_body, respond
@@ -24,4 +26,8 @@ async def create(request: Request) -> Response:
     delay = chat.latency(core, model, requested)
     if delay > 0:
         await asyncio.sleep(delay)
+    if body.get("stream"):
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        lines = [f"data: {json.dumps(c)}\n\n" for c in chat.stream_chunks(completion, include_usage=include_usage)]
+        return StreamingResponse(iter([*lines, "data: [DONE]\n\n"]), media_type="text/event-stream")
     return respond(completion)

@@ -43,7 +43,9 @@ def test_local_job_trains_to_succeeded(client, project, worker, tiny_model_dir, 
     assert r.status_code == 201, r.text
     job = _wait(client, h, r.json()["id"], {"succeeded", "failed", "cancelled"})
     assert job["status"] == "succeeded", job
-    assert job["fine_tuned_model"] == f"local:{job['id']}" and job["trained_tokens"] > 0
+    # OpenAI's naming (ft:{base}:{project}:{suffix}:{id}), so code written for OpenAI keeps working.
+    assert job["fine_tuned_model"].startswith("ft:") and job["fine_tuned_model"].endswith(f":test-project::{job['id']}")
+    assert job["trained_tokens"] > 0
     points = client.get(f"/v1/jobs/{job['id']}/metrics", headers=h).json()["points"]
     assert points and points[-1]["train_loss"] < points[0]["train_loss"]
     cps = client.get(f"/v1/jobs/{job['id']}/checkpoints", headers=h).json()["data"]
