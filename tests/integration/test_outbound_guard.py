@@ -288,6 +288,13 @@ def test_provider_credentials(guarded, model_server, chat_jsonl):  # type: ignor
     ev = _finished(g, r.json()["id"])
     assert ev["status"] == "failed" and ev["error"]["candidate"] == "m", ev
     assert "refused" in ev["error"]["message"], ev["error"]
+    # A training job on that account fails at its first provider call, once, instead of retrying the refusal.
+    r = g.post("/v1/jobs", {"training_dataset_id": dataset_id, "provider": "openai", "model": BASE})
+    assert r.status_code == 201, r.text
+    job = wait_for(lambda: (j := g.get(f"/v1/jobs/{r.json()['id']}"))["status"] in ("failed", "succeeded") and j)
+    assert job["status"] == "failed" and job["error"]["code"] == "url_not_allowed", job
+    assert "loopback address 127.0.0.1 (resolved from rebind-credentials.test)" in job["error"]["message"]
+    assert job["attempts"] == 0, "not retried: the same refusal would come again"
     assert model_server.connections == 0
 
     # The operator's own base URL (FINETUNE_OPENAI_BASE_URL, a loopback emulator here) is trusted without a listing.
