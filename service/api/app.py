@@ -18,7 +18,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import db, metrics
-from service.api import problems
+from service.api import docs, problems
 from service.api.bodylimit import BodyLimitMiddleware, BodyTooLarge
 from service.api.health import router as health_router
 from service.api.jsonbody import JsonBodyMiddleware
@@ -41,8 +41,15 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     settings = settings or get_settings()
     if migrate:
         db.ensure_migrated(settings)
-    app = FastAPI(title="finetune control plane", version="0.1.0", description=API_DESCRIPTION)
+    app = FastAPI(
+        title="finetune control plane",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
+    docs.install(app)  # /docs and /redoc with packaged assets, not a CDN
     problems.install(app)
 
     from service.datasets.router import router as datasets_router

@@ -386,3 +386,20 @@ def test_dataset_messages_say_what_is_wrong(tmp_path):
     report = validate_path(deep, options=options)
     codes = {i.code for i in report.issues}
     assert "too_deep" in codes and "not_jsonl" not in codes, report.issues
+
+
+# -- docs on an offline machine ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_load_nothing_from_other_hosts(client, page):
+    import re
+
+    r = client.get(page)
+    assert r.status_code == 200, r.text
+    urls = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']|url:\s*["']([^"']+)["']""", r.text)
+    assets = [u for pair in urls for u in pair if u]
+    assert assets, r.text
+    assert not [u for u in assets if "//" in u], assets  # every asset is on this server
+    for url in assets:
+        assert client.get(url).status_code == 200, url
