@@ -408,7 +408,6 @@ def _adopt(job: Job, pj: ProviderJob) -> None:
 
 
 def _upload_and_submit(session: Session, job: Job, provider: TrainingProvider, settings: Settings) -> None:
-    from service.catalog import fine_tune_name
     # Every file is settled before the job row is touched: _ensure_file writes in its own short transactions, and on
     # SQLite a pending change flushed from this session would hold the write lock they wait for.
     train_ds = session.get(Dataset, job.training_dataset_id)
@@ -435,7 +434,6 @@ def _upload_and_submit(session: Session, job: Job, provider: TrainingProvider, s
                 suffix=job.suffix,
                 seed=job.seed,
                 metadata={k: str(v) for k, v in job.metadata_.items()},
-                model_name=fine_tune_name(session, job),
             )
         )
         crash_point("create.sent")
@@ -444,6 +442,9 @@ def _upload_and_submit(session: Session, job: Job, provider: TrainingProvider, s
         reason = f"found existing {provider.name} job {pj.id} (reconciled)"
     _adopt(job, pj)
     transition(session, job, S.submitted, reason)
+    # The provider job exists: record its id in its own commit before anything else can fail, so that a failure in
+    # what follows (syncing events, say) cannot roll it back and make the retry create a second job.
+    session.commit()
     _apply_provider_state(session, job, pj, provider, settings)
 
 
@@ -479,8 +480,10 @@ def _sync_events(session: Session, job: Job, provider: TrainingProvider) -> None
         else set()
     )
     for ev in new:
+        # A provider may send one event twice (repeated pages, overlapping syncs): the first copy is kept.
         if ev.id in known:
             continue
+        known.add(ev.id)
         session.add(
             JobEvent(
                 job_id=job.id,
@@ -500,9 +503,14 @@ def _sync_events(session: Session, job: Job, provider: TrainingProvider) -> None
 def _sync_checkpoints(session: Session, job: Job, provider: TrainingProvider) -> None:
     if not provider.capabilities.checkpoints:
         return
-    have = {c.step for c in session.exec(select(JobCheckpoint).where(JobCheckpoint.job_id == job.id))}
+    stored = session.exec(select(JobCheckpoint).where(JobCheckpoint.job_id == job.id)).all()
+    have_steps = {c.step for c in stored}
+    have_ids = {c.provider_checkpoint_id for c in stored if c.provider_checkpoint_id}
     for cp in provider.list_checkpoints(job.provider_job_id):
-        if cp.step not in have:
+        # Skipped, not an IntegrityError: a checkpoint we hold (by step or by the provider's id), or one answered twice.
+        if cp.step not in have_steps and cp.id not in have_ids:
+            have_steps.add(cp.step)
+            have_ids.add(cp.id)
             session.add(
                 JobCheckpoint(
                     job_id=job.id,
