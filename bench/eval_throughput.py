@@ -61,7 +61,14 @@ def _messages(i: int) -> list[dict[str, str]]:
 
 
 def run_ours(base_url: str, samples: int, concurrency: int) -> dict[str, Any]:
+    import os
+
     from service.evaluations.generation import ClientConfig, GenRequest, GenResult, RateLimits, generate_all_sync
+    from service.settings import reset_settings_cache
+
+    # The emulator is this run's configured OpenAI: a loopback address the outbound layer trusts only as such.
+    os.environ["FINETUNE_OPENAI_BASE_URL"] = base_url
+    reset_settings_cache()
 
     requests = (
         GenRequest(key=f"s{i}", model=MODEL, messages=_messages(i), params={"temperature": 0, "max_tokens": 64})
