@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Literal
 
 from .checkpoints import CHECKPOINTS_DIR, STATE_FILE, atomic_write_text
+from .exports import export_path, ready_marker
 
-ArtifactKind = Literal["adapter", "merged_model", "checkpoint"]
+ArtifactKind = Literal["adapter", "merged_model", "checkpoint", "vllm_adapter", "ollama_bundle"]
 
 ADAPTER_NAME = "adapter"
 MERGED_NAME = "merged"
@@ -117,6 +118,11 @@ def plan_tar(folder: Path, arcname: str) -> TarPlan:
     return TarPlan(entries=tuple(entries), size=total, key=key)
 
 
+def archive_filename(prefix: str, name: str) -> str:
+    """The download's file name; unpacked, it is a folder named `name`."""
+    return f"{prefix}-{name}.tar"
+
+
 @dataclass(frozen=True)
 class Artifact:
     name: str
@@ -135,7 +141,7 @@ class Artifact:
         return TAR_CONTENT_TYPE
 
     def filename(self, prefix: str) -> str:
-        return f"{prefix}-{self.name}.tar"
+        return archive_filename(prefix, self.name)
 
     def iter_bytes(self) -> Iterator[bytes]:
         return self.plan.iter_bytes()
@@ -147,6 +153,11 @@ def _candidates(output_dir: Path) -> list[tuple[str, ArtifactKind, Path]]:
         found.append((ADAPTER_NAME, "adapter", output_dir / ADAPTER_NAME))
     if (output_dir / MERGED_NAME / "config.json").is_file():
         found.append((MERGED_NAME, "merged_model", output_dir / MERGED_NAME))
+    # Exports are renamed into place whole, like the trainer's folders; a merged export is the folder above.
+    for export, kind in (("vllm", "vllm_adapter"), ("ollama", "ollama_bundle")):
+        folder = export_path(output_dir, export)
+        if (folder / ready_marker(export)).is_file():
+            found.append((export, kind, folder))
     checkpoints = output_dir / CHECKPOINTS_DIR
     if checkpoints.is_dir():
         for child in checkpoints.iterdir():
