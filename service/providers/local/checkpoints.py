@@ -53,7 +53,9 @@ def save_checkpoint(
     final = root / f"step-{step}"
     tmp = root / f".tmp-step-{step}-{uuid.uuid4().hex[:8]}"
     try:
-        model.save_pretrained(str(tmp))  # a PeftModel writes only the adapter (safetensors + config)
+        # A PeftModel writes only the adapter (safetensors + config). LoRA never trains the embeddings here, so peft
+        # need not look for the base model's config to decide whether to save them (and warn when it cannot).
+        model.save_pretrained(str(tmp), save_embedding_layers=False)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
         torch.save(rng_state, tmp / "rng.pt")
         (tmp / STATE_FILE).write_text(json.dumps({**trainer_state, "step": step}, indent=2))

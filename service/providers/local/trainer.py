@@ -307,9 +307,7 @@ class _Run:
                     latest = find_latest_checkpoint(self.output)
                     if step > 0 and (latest is None or latest.name != f"step-{step}"):
                         self.save(step, step_rng)
-                    self.report(
-                        TrainMessage(message=f"Cancelled at step {step} of {total_steps}", data={"step": step})
-                    )
+                    self.report(TrainMessage(message=f"Cancelled at step {step} of {total_steps}", data={"step": step}))
                     return self.result("cancelled")
                 collated = collate(micro_batch, self.train_examples, self.pad_id)
                 batch = {key: value.to(dev) for key, value in collated.items()}
@@ -429,7 +427,9 @@ class _Run:
             self.validate()
         model.peft_config["default"].base_model_name_or_path = self.source.spec
         adapter_path = _save_folder(
-            output / ADAPTER_DIR, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp))
+            output / ADAPTER_DIR,
+            # Embeddings are never trained (see checkpoints.save_checkpoint): no base-config lookup, no warning.
+            lambda tmp: (model.save_pretrained(tmp, save_embedding_layers=False), tokenizer.save_pretrained(tmp)),
         )
         merged_path = None
         if params.merge_adapter:
@@ -440,7 +440,8 @@ class _Run:
         remove_checkpoints(output)
         final = self.result("succeeded", adapter=adapter_path, merged=merged_path)
         atomic_write_text(
-            output / RESULT_FILE, json.dumps({"fingerprint": self.fingerprint, **final.model_dump(mode="json")}, indent=2)
+            output / RESULT_FILE,
+            json.dumps({"fingerprint": self.fingerprint, **final.model_dump(mode="json")}, indent=2),
         )
         last_loss, last_validation = self.last_loss, self.last_validation
         self.report(
