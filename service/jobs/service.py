@@ -408,6 +408,7 @@ def _adopt(job: Job, pj: ProviderJob) -> None:
 
 
 def _upload_and_submit(session: Session, job: Job, provider: TrainingProvider, settings: Settings) -> None:
+    from service.catalog import fine_tune_name
     # Every file is settled before the job row is touched: _ensure_file writes in its own short transactions, and on
     # SQLite a pending change flushed from this session would hold the write lock they wait for.
     train_ds = session.get(Dataset, job.training_dataset_id)
@@ -434,6 +435,7 @@ def _upload_and_submit(session: Session, job: Job, provider: TrainingProvider, s
                 suffix=job.suffix,
                 seed=job.seed,
                 metadata={k: str(v) for k, v in job.metadata_.items()},
+                model_name=fine_tune_name(session, job),
             )
         )
         crash_point("create.sent")
