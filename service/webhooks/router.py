@@ -218,11 +218,24 @@ def redeliver(
     session: SessionDep,
     settings: SettingsDep,
     endpoint_id: str | None = Query(None, description="Only to this endpoint."),
-) -> RedeliverOut:
-    deliveries = service.redeliver(session, caller.project_id, event_id, endpoint_id)
-    session.commit()
-    if deliveries:
-        dispatch.wake(settings)
-    else:
-        wake_kind(EVENTS, event_id)
-    return RedeliverOut(event_id=event_id, deliveries=[d.id for d in deliveries])
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    def create() -> tuple[int, dict]:
+        deliveries = service.redeliver(session, caller.project_id, event_id, endpoint_id)
+        return 202, RedeliverOut(event_id=event_id, deliveries=[d.id for d in deliveries]).model_dump(mode="json")
+
+    def wake(body: dict) -> None:
+        if body["deliveries"]:
+            dispatch.wake(settings)
+        else:
+            wake_kind(EVENTS, event_id)
+
+    return respond_created(
+        session,
+        caller,
+        idempotency_key=idempotency_key,
+        route=f"POST /v1/events/{event_id}/redeliver",
+        request_fingerprint=fingerprint(event_id, endpoint_id),
+        create=create,
+        after_commit=wake,
+    )

@@ -300,6 +300,11 @@ def test_webhook_secret_rotation_and_test_honour_idempotency_key(client, project
     a = client.post(f"/v1/webhook-endpoints/{ep['id']}/test", headers=ht)
     b = client.post(f"/v1/webhook-endpoints/{ep['id']}/test", headers=ht)
     assert a.status_code == b.status_code == 202 and a.json() == b.json()
+    hr = {**h, "Idempotency-Key": "redeliver-1"}
+    event_id = a.json()["event_id"]
+    a = client.post(f"/v1/events/{event_id}/redeliver", headers=hr)
+    b = client.post(f"/v1/events/{event_id}/redeliver", headers=hr)
+    assert a.status_code == b.status_code == 202 and a.json() == b.json() and a.json()["deliveries"]
 
 
 # -- evaluations: the judge path, and no answers ----------------------------------------------------------------------
