@@ -28,6 +28,7 @@ from service.evaluations.models import Evaluation
 from service.events.models import Event
 from service.jobs.models import Job
 from service.net import allowed_url, outbound_policy
+from service.providers import registry
 from service.settings import Settings, get_settings
 from service.tenancy import get_owned
 from service.work import machine, names
@@ -213,11 +214,11 @@ def evaluation_for_job(session: Session, job: Job, settings: Settings | None = N
     sealed_judge = stored.pop("judge", None)
     req = JobEvaluationRequest.model_validate(stored)
     candidates: list[Any] = []
+    # The base model is called the way the job's provider serves its models.
+    provider = registry.entry(job.provider).evaluation_target or "openai"
     if req.include_base:
-        provider = "local" if job.provider == "local" else "openai"
         candidates.append(ModelCandidate(name="base", provider=provider, model=job.base_model))
     if req.few_shot_k:
-        provider = "local" if job.provider == "local" else "openai"
         candidates.append(
             ModelCandidate(
                 name=f"base-{req.few_shot_k}-shot",

@@ -23,6 +23,7 @@ from service.evaluations.graders.base import Grader, Sample
 from service.evaluations.graders.grading import compare_all, grade_all
 from service.evaluations.graders.registry import get_grader
 from service.evaluations.models import Evaluation, EvaluationSample
+from service.providers import registry
 from service.settings import Settings
 
 BOOTSTRAP_RESAMPLES = 2000
@@ -99,8 +100,12 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def _cost(model: str | None, provider: str, input_tokens: int, output_tokens: int, batch: bool) -> str | None:
-    if provider != "openai" or model is None:
-        return "0" if provider == "local" else None
+    entry = registry.find(provider)  # endpoint candidates have no entry: their price is unknown
+    pricing = entry.pricing if entry is not None else None
+    if pricing == "free":
+        return "0"
+    if pricing != "price_table" or model is None:
+        return None
     from service.pricing.estimates import inference_cost
 
     try:

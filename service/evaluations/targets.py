@@ -16,6 +16,7 @@ from api_schemas.jobs import JobStatus
 from service.errors import Conflict, InvalidInput, Unavailable
 from service.evaluations.generation import ClientConfig
 from service.jobs.models import Job, JobCheckpoint
+from service.providers import registry
 from service.secrets import decrypt_secret, encrypt_secret
 from service.settings import Settings
 from service.tenancy import get_owned
@@ -71,7 +72,7 @@ def resolve(
         )
     if kind == "model":
         spec_m = ModelCandidate.model_validate(candidate)
-        if spec_m.provider == "local":
+        if registry.entry(spec_m.provider).evaluation_target == "local":
             return LocalTarget(spec_m.model, spec_m.model, None)
         client = openai_client(session, settings, project_id) if not check_only else _placeholder_client()
         return RemoteTarget(spec_m.model, client, "openai")
@@ -82,7 +83,8 @@ def resolve(
             f"job {job.id} is {job.status}; only a succeeded job has a fine-tuned model to evaluate",
             code="job_not_succeeded",
         )
-    if job.provider == "local":
+    target = registry.entry(job.provider).evaluation_target
+    if target == "local":
         from service.providers.local_provider import runs_dir
 
         output = runs_dir(settings) / job.id / "output"
@@ -107,7 +109,7 @@ def resolve(
         model = ckpt.model
     if not model:
         raise Conflict(f"job {job.id} has no fine-tuned model", code="job_not_succeeded")
-    if job.provider != "openai":
+    if target != "openai":
         raise InvalidInput(f"jobs of provider {job.provider!r} cannot be evaluated yet", code="unsupported_provider")
     client = openai_client(session, settings, project_id) if not check_only else _placeholder_client()
     return RemoteTarget(model, client, "openai")

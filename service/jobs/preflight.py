@@ -18,6 +18,7 @@ from service.errors import InvalidInput
 from service.jobs.deprecation import OPENAI_LAST_JOB_DAY, SHUTDOWN_WARNING_DAYS
 from service.pricing import auto_epochs, load_price_table, model_info, quote_training
 from service.pricing.table import PriceTableError, UnknownModel
+from service.providers import registry
 from service.settings import get_settings
 
 __all__ = ["OPENAI_LAST_JOB_DAY", "SHUTDOWN_WARNING_DAYS", "Preflight", "preflight"]
@@ -56,9 +57,10 @@ def _billable(report: dict[str, Any], encoding: str, n_epochs: int, out: Preflig
 def preflight(provider: str, model: str, train: Dataset, hyperparameters: dict[str, Any], method: str) -> Preflight:
     out = Preflight()
     today = utcnow().date()
-    if provider == "local":
+    entry = registry.find(provider)
+    if entry is not None and entry.capabilities.runs_locally:
         return _local(model, out)
-    if provider != "openai":
+    if entry is None or entry.pricing != "price_table":
         return out
     if today > OPENAI_LAST_JOB_DAY:
         raise InvalidInput(

@@ -131,6 +131,11 @@ def entry(name: str) -> ProviderEntry:
     return factory()
 
 
+def find(name: str) -> ProviderEntry | None:
+    """The entry of ``name``, or None for a name that is no provider (an evaluation's ``endpoint`` candidates)."""
+    return entry(name) if name in _ENTRIES else None
+
+
 def entries() -> list[ProviderEntry]:
     return [factory() for _, factory in sorted(_ENTRIES.items())]
 
