@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import openai
 
-from service.net import UrlNotAllowed, is_refusal
+from service.net import ResponseTooLarge, UrlNotAllowed, is_refusal
 from service.providers.base import ProviderError
 from service.providers.openai.headers import RateLimitHeaders, parse_retry_after
 
@@ -84,7 +84,18 @@ class Classified:
 
 def is_call_failure(exc: BaseException) -> bool:
     """Whether ``exc`` is a failed call that ``classify`` decides about (not a bug of ours)."""
-    return isinstance(exc, openai.OpenAIError) or is_refusal(exc)
+    return isinstance(exc, openai.OpenAIError) or is_refusal(exc) or _too_large(exc) is not None
+
+
+def _too_large(exc: BaseException) -> ResponseTooLarge | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ResponseTooLarge):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def classify_status(
@@ -137,6 +148,10 @@ def classify(exc: BaseException) -> Classified:
     if is_refusal(exc):
         # Our own policy, not the provider: asking again reaches the same refusal. No response text is echoed.
         return Classified("refused", False, True, f"the outbound policy refused the connection: {_refusal_reason(exc)}")
+    too_large = _too_large(exc)
+    if too_large is not None:
+        # The same request would bring the same answer: not worth repeating, but nothing says the key is bad.
+        return Classified("bad_response", False, False, f"the provider's answer was too large: {too_large}")
     if isinstance(exc, openai.APITimeoutError):
         return Classified("timeout", True, False, "the provider did not answer in time")
     if isinstance(exc, openai.APIConnectionError):

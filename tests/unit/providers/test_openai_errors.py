@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from service.evaluations.generation import ChatRunner, FatalGenerationError, GenRequest, RateLimits
 from service.evaluations.generation.batch import BatchError, BatchState, poll
-from service.net import OutboundRefused
+from service.net import OutboundRefused, ResponseTooLarge
 from service.providers.base import ProviderError
 from service.providers.openai import client as openai_client
 from service.providers.openai.client import ClientConfig, async_client, sync_client
@@ -100,8 +100,15 @@ CASES = [
     Case("400", _error(400, "invalid_value"), "bad_request", False, False),
     Case("connection error", _raise(httpx.ConnectError("connection refused")), "connection", True, False),
     Case(
+        "response over the size cap",
+        _raise(ResponseTooLarge("https://api.example.test", 1024, 10**9)),
+        "bad_response",
+        False,
+        False,
+    ),
+    Case(
         "outbound refusal",
-        _raise(OutboundRefused("10.0.0.5", ipaddress.ip_address("10.0.0.5"), "private")),
+        _raise(OutboundRefused.for_address("10.0.0.5", ipaddress.ip_address("10.0.0.5"), "private")),
         "refused",
         False,
         True,
