@@ -19,7 +19,8 @@ def test_the_built_in_entries_say_how_their_models_are_called_and_priced() -> No
         "price_table",
         False,
     )
-    assert registry.find("endpoint") is None and registry.find("local") == local
+    found = registry.find("local")
+    assert registry.find("endpoint") is None and found is not None and found.name == "local"
 
 
 @pytest.mark.parametrize(
