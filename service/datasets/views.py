@@ -37,3 +37,18 @@ def dataset_out(ds: Dataset) -> DatasetOut:
         created_at=ds.created_at,
         updated_at=ds.updated_at,
     )
+
+
+def first_problems(report: dict[str, Any] | None, limit: int = 3) -> str:
+    """The first errors of a validation report, each with its line and field, as one sentence."""
+    issues = [i for i in (report or {}).get("issues") or [] if i.get("severity") == "error"]
+    issues.sort(key=lambda i: (i.get("line") or 0, i.get("field") or ""))
+    parts = []
+    for issue in issues[:limit]:
+        where = " ".join(
+            p for p in (f"line {issue['line']}" if issue.get("line") else "", issue.get("field") or "") if p
+        )
+        parts.append(f"{where}: {issue.get('message')} ({issue.get('code')})" if where else str(issue.get("message")))
+    total = (report or {}).get("error_count") or len(issues)
+    more = f"; and {total - len(parts)} more" if total > len(parts) else ""
+    return "; ".join(parts) + more if parts else "the file did not pass validation"

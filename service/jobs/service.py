@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlmodel import Session, select
 
+from api_schemas.datasets import DatasetStatus
 from api_schemas.jobs import JobCreate, JobRerun, JobStatus
 from service.clock import utcnow
 from service.datasets.models import Dataset
-from service.datasets.service import get_ready_dataset
+from service.datasets.service import get_dataset, get_ready_dataset
 from service.datasets.storage import blob_path
 from service.db import session_scope
 from service.errors import Conflict, InvalidInput
@@ -75,9 +77,15 @@ def create_job(
     settings: Settings | None = None,
     *,
     evaluation_request: dict[str, Any] | None = None,
+    files_may_be_validating: bool = False,
 ) -> Job:
     """``evaluation_request``: ``req.evaluation`` as checked and stored by the evaluations domain
-    (``check_job_evaluation_request``); jobs only keep it, and a subscriber to ``job.succeeded`` starts it."""
+    (``check_job_evaluation_request``); jobs only keep it, and a subscriber to ``job.succeeded`` starts it.
+
+    ``files_may_be_validating``: OpenAI's clients upload a file and create the job at once, and OpenAI accepts that
+    (the job validates its files first). With it, a dataset still being validated is accepted; the job stays
+    ``created`` until its datasets are checked, then runs the pre-flight checks, or fails naming the file and its
+    first problems. A dataset that already failed is refused here either way."""
     if (req.evaluation is None) != (evaluation_request is None):
         raise ValueError("an evaluation request is checked by service.evaluations before the job is created")
     settings = settings or get_settings()
@@ -97,12 +105,28 @@ def create_job(
         raise InvalidInput(
             f"invalid hyperparameters for {provider_name}: {exc}", code="invalid_hyperparameters"
         ) from exc
-    train = get_ready_dataset(session, project_id, req.training_dataset_id, "training")
+    datasets = [(req.training_dataset_id, "training")]
     if req.validation_dataset_id:
-        get_ready_dataset(session, project_id, req.validation_dataset_id, "validation")
-    from service.jobs.preflight import preflight
+        datasets.append((req.validation_dataset_id, "validation"))
+    pending = files_may_be_validating and any(
+        get_dataset(session, project_id, ds_id).status == DatasetStatus.validating for ds_id, _ in datasets
+    )
+    if pending:
+        train = get_dataset(session, project_id, req.training_dataset_id)
+        for ds_id, role in datasets:
+            if get_dataset(session, project_id, ds_id).status == DatasetStatus.invalid:
+                get_ready_dataset(session, project_id, ds_id, role)  # raises, naming the dataset
+    else:
+        train = get_ready_dataset(session, project_id, req.training_dataset_id, "training")
+        if req.validation_dataset_id:
+            get_ready_dataset(session, project_id, req.validation_dataset_id, "validation")
+    from service.jobs.preflight import Preflight, preflight
 
-    check = preflight(provider_name, req.model, train, params.model_dump(exclude_none=True), req.method.type.value)
+    hyperparameters = params.model_dump(exclude_none=True)
+    if pending:
+        check = Preflight(warnings=[dict(FILES_PENDING)])
+    else:
+        check = preflight(provider_name, req.model, train, hyperparameters, req.method.type.value)
     if req.max_cost_usd is not None and check.estimated_cost is not None and check.estimated_cost > req.max_cost_usd:
         raise InvalidInput(
             f"estimated cost ${check.estimated_cost} is above max_cost_usd ${req.max_cost_usd}",
@@ -300,6 +324,8 @@ def _run_step(session: Session, job: Job, provider: TrainingProvider, settings: 
             return
         _adopt(job, found)
     if status == S.created:
+        if FILES_PENDING in (job.warnings or []) and not _files_checked(session, job, settings):
+            return
         transition(session, job, S.uploading, "uploading files")
         job.next_run_at = now
         return
@@ -307,6 +333,58 @@ def _run_step(session: Session, job: Job, provider: TrainingProvider, settings: 
         _upload_and_submit(session, job, provider, settings)
         return
     _follow(session, job, provider, settings)
+
+
+# A job created while its datasets were still being validated carries this warning until they are checked.
+FILES_PENDING = {
+    "code": "files_validating",
+    "message": "the job was created while its files were being validated; they are checked before it starts",
+}
+
+
+def _files_checked(session: Session, job: Job, settings: Settings) -> bool:
+    """For a job created on datasets still being validated: wait for them, then fail the job naming the file and its
+    first problems, or run the pre-flight checks the creation skipped. True when the job may go on."""
+    from service.datasets.views import first_problems
+    from service.jobs.preflight import preflight
+
+    files = [("training_file", job.training_dataset_id)]
+    if job.validation_dataset_id:
+        files.append(("validation_file", job.validation_dataset_id))
+    rows = {param: session.get(Dataset, ds_id) for param, ds_id in files}
+    if any(ds is not None and ds.status == DatasetStatus.validating for ds in rows.values()):
+        job.next_run_at = utcnow() + timedelta(seconds=max(settings.poll_min_s, 2.0 * settings.poll_scale))
+        return False
+    for param, ds in rows.items():
+        if ds is None or ds.status != DatasetStatus.ready:
+            problems = first_problems(ds.report) if ds is not None else "the file was deleted"
+            job.error = {
+                "code": "invalid_file",
+                "message": f"{param} did not pass validation: {problems}",
+                "param": param,
+            }
+            transition(session, job, S.failed, f"{param} did not pass validation")
+            return False
+    hyperparameters = (job.method or {}).get("hyperparameters") or {}
+    try:
+        check = preflight(job.provider, job.base_model, rows["training_file"], hyperparameters, job.method["type"])
+    except InvalidInput as exc:
+        job.error = {"code": exc.code, "message": exc.detail, "param": None}
+        transition(session, job, S.failed, f"pre-flight check failed: {exc.detail}")
+        return False
+    if (
+        job.max_cost_usd is not None
+        and check.estimated_cost is not None
+        and check.estimated_cost > Decimal(job.max_cost_usd)
+    ):
+        message = f"estimated cost ${check.estimated_cost} is above max_cost_usd ${job.max_cost_usd}"
+        job.error = {"code": "cost_limit_exceeded", "message": message, "param": None}
+        transition(session, job, S.failed, message)
+        return False
+    job.estimated_cost_usd = str(check.estimated_cost) if check.estimated_cost is not None else None
+    job.price_table_version = check.price_table_version
+    job.warnings = [w for w in job.warnings if w != FILES_PENDING] + check.warnings
+    return True
 
 
 # An upload claim belongs to a step that holds its job's lease; a claim older than the lease plus the time the upload
@@ -409,6 +487,7 @@ def _adopt(job: Job, pj: ProviderJob) -> None:
 
 def _upload_and_submit(session: Session, job: Job, provider: TrainingProvider, settings: Settings) -> None:
     from service.catalog import fine_tune_name
+
     # Every file is settled before the job row is touched: _ensure_file writes in its own short transactions, and on
     # SQLite a pending change flushed from this session would hold the write lock they wait for.
     train_ds = session.get(Dataset, job.training_dataset_id)

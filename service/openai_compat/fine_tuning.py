@@ -23,11 +23,12 @@ from service.api.creating import respond_created
 from service.api.deps import CallerDep, IdempotencyKey, SessionDep, SettingsDep
 from service.catalog import fine_tune_name, provider_for_model
 from service.datasets import service as datasets
+from service.datasets.views import first_problems
 from service.errors import InvalidInput, NotFound
 from service.idempotency.service import fingerprint
 from service.jobs import service as jobs
 from service.jobs.models import Job, JobCheckpoint, JobEvent
-from service.openai_compat.shapes import checkpoint_out, event_out, first_problems, job_out
+from service.openai_compat.shapes import checkpoint_out, event_out, job_out
 from service.providers import registry
 from service.settings import Settings
 from service.work import names
@@ -40,7 +41,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 def _file(session: Session, project_id: str, file_id: str, param: str) -> None:
     """OpenAI reports a bad file on the job request as a 400 naming the parameter; so do we, with the first problems
-    of its validation report (line and field) so the fix is in the message."""
+    of its validation report (line and field) so the fix is in the message. A file still being validated is
+    accepted, as OpenAI accepts it: the job checks it before it starts (``validating_files``)."""
     try:
         ds = datasets.get_dataset(session, project_id, file_id)
     except NotFound:
@@ -49,12 +51,6 @@ def _file(session: Session, project_id: str, file_id: str, param: str) -> None:
         raise InvalidInput(
             f"{param} {file_id} did not pass validation: {first_problems(ds.report)}",
             code="invalid_file",
-            param=param,
-        )
-    if ds.status != DatasetStatus.ready:
-        raise InvalidInput(
-            f"{param} {file_id} is still being validated; retry when GET /v1/files/{file_id} says processed",
-            code="file_not_ready",
             param=param,
         )
 
@@ -106,7 +102,7 @@ def create_job(
     request = _translate(session, caller.project_id, body, settings)
 
     def create() -> tuple[int, dict[str, Any]]:
-        job = jobs.create_job(session, caller.project_id, request, settings)
+        job = jobs.create_job(session, caller.project_id, request, settings, files_may_be_validating=True)
         return 200, job_out(job).model_dump(mode="json")
 
     return respond_created(

@@ -15,6 +15,7 @@ from api_schemas.openai_compat import (
     OpenAIJobError,
 )
 from service.datasets.models import Dataset
+from service.datasets.views import first_problems
 from service.jobs.models import Job, JobCheckpoint, JobEvent
 from service.providers import registry
 from service.providers.naming import checkpoint_name
@@ -36,26 +37,10 @@ JOB_STATUS = {
     JobStatus.cancelled: "cancelled",
 }
 EVENT_LEVEL = {"info": "info", "warn": "warn", "warning": "warn", "error": "error"}
-MAX_PROBLEMS = 3
 
 
 def unix(ts: datetime | None) -> int | None:
     return int(ts.timestamp()) if ts is not None else None
-
-
-def first_problems(report: dict[str, Any] | None, limit: int = MAX_PROBLEMS) -> str:
-    """The first errors of a validation report, each with its line and field, as one sentence."""
-    issues = [i for i in (report or {}).get("issues") or [] if i.get("severity") == "error"]
-    issues.sort(key=lambda i: (i.get("line") or 0, i.get("field") or ""))
-    parts = []
-    for issue in issues[:limit]:
-        where = " ".join(
-            p for p in (f"line {issue['line']}" if issue.get("line") else "", issue.get("field") or "") if p
-        )
-        parts.append(f"{where}: {issue.get('message')} ({issue.get('code')})" if where else str(issue.get("message")))
-    total = (report or {}).get("error_count") or len(issues)
-    more = f"; and {total - len(parts)} more" if total > len(parts) else ""
-    return "; ".join(parts) + more if parts else "the file did not pass validation"
 
 
 def file_out(ds: Dataset) -> OpenAIFile:

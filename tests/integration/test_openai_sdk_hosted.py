@@ -64,3 +64,38 @@ def test_hosted_fine_tune_through_the_sdk(hosted, chat_jsonl):  # type: ignore[n
     if spec.reference_path().exists():
         problems, _ = differences(recorder.seen, {})
         assert not problems, "\n".join(problems)
+
+
+def _big(rows: list[str]) -> io.BytesIO:
+    buf = io.BytesIO(("\n".join(rows) + "\n").encode())
+    buf.name = "train.jsonl"
+    return buf
+
+
+def test_job_created_while_its_file_is_validated(hosted, chat_jsonl, monkeypatch):  # type: ignore[no-untyped-def]
+    """OpenAI's clients create the job right after the upload; a file the worker still validates is accepted and the
+    job waits in validating_files. A file that then fails makes the job fail naming training_file and the lines."""
+    from service.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "inline_validation_bytes", 16)  # every upload is validated by the worker
+    sdk, _ = hosted
+    good = sdk.files.create(file=_big(chat_jsonl.decode().splitlines()), purpose="fine-tune")
+    bad_rows = chat_jsonl.decode().splitlines()
+    bad_rows[2] = '{"messages": [{"role": "user", "content": "no answer"}]}'
+    bad = sdk.files.create(file=_big(bad_rows), purpose="fine-tune")
+    assert good.status == "uploaded" and bad.status == "uploaded"
+
+    ok = sdk.fine_tuning.jobs.create(model="gpt-4.1-mini-2025-04-14", training_file=good.id)
+    failing = sdk.fine_tuning.jobs.create(model="gpt-4.1-mini-2025-04-14", training_file=bad.id)
+    assert ok.status == failing.status == "validating_files"
+    deadline = time.monotonic() + 120
+    while {
+        (ok := sdk.fine_tuning.jobs.retrieve(ok.id)).status,
+        (failing := sdk.fine_tuning.jobs.retrieve(failing.id)).status,
+    } - {"succeeded", "failed", "cancelled"}:
+        assert time.monotonic() < deadline, (ok, failing)
+        time.sleep(0.1)
+    assert ok.status == "succeeded", ok
+    assert failing.status == "failed" and failing.error.param == "training_file"
+    assert "line 3" in failing.error.message and failing.fine_tuned_model is None
+    assert sdk.files.retrieve(bad.id).status == "error"
