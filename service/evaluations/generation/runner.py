@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
 from openai import AsyncOpenAI
 
+from service import chat
 from service.evaluations.generation.ratelimit import RateLimiter, Reservation
 from service.evaluations.generation.types import (
     ClientConfig,
@@ -41,18 +42,10 @@ class FatalGenerationError(Exception):
         self.status_code = status_code
 
 
-def _content_chars(content: Any) -> int:
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):
-        return sum(len(p.get("text", "")) if isinstance(p, Mapping) else 0 for p in content)
-    return 0
-
-
 def estimate_tokens(request: GenRequest, default_completion_tokens: int = 512) -> int:
     """A cheap upper-leaning estimate of the tokens a request will count against tokens/min: about four characters
     per prompt token plus OpenAI's per-message overhead, plus the completion budget (max tokens, times n)."""
-    chars = sum(_content_chars(m.get("content")) + len(str(m.get("name", ""))) for m in request.messages)
+    chars = sum(len(chat.text_of(m.get("content"))) + len(str(m.get("name", ""))) for m in request.messages)
     prompt = -(-chars // 4) + 3 * len(request.messages) + 3
     params = request.params
     budget = params.get("max_completion_tokens") or params.get("max_tokens") or default_completion_tokens
