@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     hf_offline: bool = Field(
         default=True, description="Load base models only from local files (no Hugging Face Hub requests)."
     )
+    local_model_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders whose models (transformers folders, .gguf files) every project may name as a local base "
+        "model, by absolute path or by path under the folder; separated by ':' or as a JSON list. Nothing else on the "
+        "server's disk is reachable.",
+    )
     inference_max_batch_size: int = Field(
         default=32, ge=1, description="Sequences the inference runtime decodes together in one batch (per base model)."
     )
@@ -141,6 +147,24 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    @field_validator("local_model_dirs", mode="before")
+    @classmethod
+    def _path_list(cls, v: object) -> object:
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part for part in text.split(os.pathsep) if part.strip()]
+        return v
+
+    @field_validator("local_model_dirs")
+    @classmethod
+    def _absolute_dirs(cls, v: list[Path]) -> list[Path]:
+        # Resolved once, so containment checks compare real paths (symlinks and '..' already followed).
+        return [p.expanduser().resolve() for p in v]
 
     @field_validator("outbound_allowlist", "webhook_allowlist", mode="before")
     @classmethod

@@ -26,6 +26,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ["FINETUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="finetune-test-cache-")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _local_models_under_the_test_tree(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The operator's model directory in tests is pytest's temporary tree, where tests build their tiny models (a
+    local base model must lie in a configured directory). Tests of that rule set their own."""
+    from service.settings import reset_settings_cache
+
+    os.environ["FINETUNE_LOCAL_MODEL_DIRS"] = str(tmp_path_factory.getbasetemp())
+    reset_settings_cache()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "postgres" in item.keywords and not TEST_DATABASE_URL:

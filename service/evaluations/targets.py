@@ -15,8 +15,10 @@ from api_schemas.evaluations import EndpointCandidate, JobCandidate, ModelCandid
 from api_schemas.jobs import JobStatus
 from service.errors import Conflict, InvalidInput, Unavailable
 from service.evaluations.generation import ClientConfig
+from service.jobs.local_models import LocalModel, Purpose, resolve_local_model
 from service.jobs.models import Job, JobCheckpoint
 from service.providers import registry
+from service.providers.local import BaseModelSource, LocalTrainingError
 from service.secrets import decrypt_secret, encrypt_secret
 from service.settings import Settings
 from service.tenancy import get_owned
@@ -34,7 +36,7 @@ class RemoteTarget:
 @dataclass(frozen=True)
 class LocalTarget:
     model: str  # a label for results
-    base_model: str
+    base_model: BaseModelSource  # resolved for the project (service.jobs.local_models): never a path it gave
     adapter_path: Path | None
 
 
@@ -73,7 +75,8 @@ def resolve(
     if kind == "model":
         spec_m = ModelCandidate.model_validate(candidate)
         if registry.entry(spec_m.provider).evaluation_target == "local":
-            return LocalTarget(spec_m.model, spec_m.model, None)
+            local = _local_model(session, settings, project_id, spec_m.model, "infer")
+            return LocalTarget(spec_m.model, local.base, local.adapter_path)
         client = openai_client(session, settings, project_id) if not check_only else _placeholder_client()
         return RemoteTarget(spec_m.model, client, "openai")
     spec_j = JobCandidate.model_validate(candidate)
@@ -95,7 +98,7 @@ def resolve(
         if not (path / "adapter_config.json").exists():
             raise Conflict(f"job {job.id} has no adapter at {path.name} (was it kept?)", code="adapter_missing")
         label = f"local:{job.id}" + (f":step-{spec_j.checkpoint_step}" if spec_j.checkpoint_step is not None else "")
-        return LocalTarget(label, job.base_model, path)
+        return LocalTarget(label, _local_model(session, settings, project_id, job.base_model, "train").base, path)
     if spec_j.checkpoint_step is None:
         model = job.fine_tuned_model
     else:
@@ -121,6 +124,13 @@ def judge_endpoint(judge: dict[str, Any] | None) -> dict[str, Any] | None:
     if not judge or not judge.get("base_url"):
         return None
     return {"kind": "endpoint", "name": "judge", "model": "judge", **judge}
+
+
+def _local_model(session: Session, settings: Settings, project_id: str, name: str, purpose: Purpose) -> LocalModel:
+    try:
+        return resolve_local_model(session, settings, project_id, name, purpose=purpose)
+    except LocalTrainingError as exc:
+        raise InvalidInput(str(exc), code="base_model_unavailable") from exc
 
 
 def _placeholder_client() -> ClientConfig:

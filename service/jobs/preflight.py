@@ -12,8 +12,11 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy.orm import object_session
+
 from service.clock import utcnow
 from service.datasets.models import Dataset
+from service.db import session_scope
 from service.errors import InvalidInput
 from service.jobs.deprecation import OPENAI_LAST_JOB_DAY, SHUTDOWN_WARNING_DAYS
 from service.pricing import auto_epochs, load_price_table, model_info, quote_training
@@ -59,7 +62,7 @@ def preflight(provider: str, model: str, train: Dataset, hyperparameters: dict[s
     today = utcnow().date()
     entry = registry.find(provider)
     if entry is not None and entry.capabilities.runs_locally:
-        return _local(model, out)
+        return _local(model, out, train)
     if entry is None or entry.pricing != "price_table":
         return out
     if today > OPENAI_LAST_JOB_DAY:
@@ -108,12 +111,19 @@ def preflight(provider: str, model: str, train: Dataset, hyperparameters: dict[s
     return out
 
 
-def _local(model: str, out: Preflight) -> Preflight:
-    """Local training costs no provider money; the base model must be one this machine can load."""
-    from service.providers.local import LocalTrainingError, resolve_base_model
+def _local(model: str, out: Preflight, train: Dataset) -> Preflight:
+    """Local training costs no provider money; the base model must be one the project (the training dataset's) may
+    use and this machine can load (see service.jobs.local_models)."""
+    from service.jobs.local_models import resolve_local_model
+    from service.providers.local import LocalTrainingError
 
     try:
-        resolve_base_model(model)
+        session = object_session(train)
+        if session is not None:
+            resolve_local_model(session, get_settings(), train.project_id, model, purpose="train")
+        else:
+            with session_scope() as fresh:
+                resolve_local_model(fresh, get_settings(), train.project_id, model, purpose="train")
     except LocalTrainingError as exc:
         raise InvalidInput(str(exc), code="base_model_unavailable") from exc
     out.estimated_cost = Decimal("0")

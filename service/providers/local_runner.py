@@ -140,6 +140,20 @@ def _waiting(run_dir: Path, device_key: str) -> Callable[[], bool]:
     return still_wanted
 
 
+def _base_model(settings: Settings, job_id: str, name: str) -> Any:
+    """The run's base model as its job's project may use it, checked again here (and not only when the job was
+    created): the operator's model directories may have changed since, and runs queued before such checks existed
+    must not read another project's files either."""
+    from service.db import session_scope
+    from service.jobs.local_models import resolve_local_model
+    from service.jobs.models import Job
+
+    with session_scope(settings) as session:
+        job = session.get(Job, job_id)
+        project_id = job.project_id if job is not None else None
+        return resolve_local_model(session, settings, project_id, name, purpose="train").base
+
+
 def _train(job_id: str, settings: Settings, run_dir: Path, spec: dict[str, Any], device: str) -> str:
     from service.providers.local import LocalTrainingError, LocalTrainParams, train
     from service.providers.local_provider import run_artifacts
@@ -173,7 +187,7 @@ def _train(job_id: str, settings: Settings, run_dir: Path, spec: dict[str, Any],
         params = LocalTrainParams.model_validate(spec.get("hyperparameters") or {})
         result = train(
             params,
-            base_model=spec["model"],
+            base_model=_base_model(settings, job_id, spec["model"]),
             train_path=_blob(settings, spec["training_file"]),
             validation_path=_blob(settings, spec.get("validation_file")),
             output_dir=run_dir / "output",

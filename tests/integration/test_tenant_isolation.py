@@ -143,3 +143,115 @@ def test_an_exhausted_connection_pool_is_a_503_with_retry_after(settings, projec
         assert int(r.headers["Retry-After"]) >= 1
         assert waited < 2.0
         assert client.get("/v1/project", headers=project["headers"]).status_code == 200
+
+
+# Local models ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def model_dirs(settings, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """An operator's model directory with one model in it, and the local provider reported available (what is tested
+    here is which models a project may name, not torch)."""
+    from service.providers import local
+    from service.settings import get_settings, reset_settings_cache
+
+    allowed = tmp_path / "models"
+    (allowed / "tiny").mkdir(parents=True)
+    (allowed / "tiny" / "config.json").write_text("{}")
+    monkeypatch.setenv("FINETUNE_LOCAL_MODEL_DIRS", str(allowed))
+    monkeypatch.setattr(local, "is_available", lambda: (True, None))
+    reset_settings_cache()
+    return {"settings": get_settings(), "allowed": allowed, "tmp": tmp_path}
+
+
+def _fine_tune_of(settings, project_id: str, dataset_id: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """A succeeded local fine-tune of `project_id` with a merged model and an adapter on disk (as training leaves
+    them), without training one."""
+    from service.db import session_scope
+    from service.jobs.models import Job
+    from service.providers.local_provider import output_dir
+
+    with session_scope(settings) as s:
+        job = Job(
+            project_id=project_id,
+            provider="local",
+            base_model="tiny",
+            method={"type": "supervised", "hyperparameters": {"merge_adapter": True}},
+            training_dataset_id=dataset_id,
+            status="succeeded",
+        )
+        s.add(job)
+        s.flush()
+        job.fine_tuned_model = f"ft:tiny:other-project::{job.id}"
+        job_id, name = job.id, job.fine_tuned_model
+    out = output_dir(settings, job_id)
+    (out / "merged").mkdir(parents=True)
+    (out / "merged" / "config.json").write_text("{}")
+    (out / "adapter").mkdir()
+    (out / "adapter" / "adapter_config.json").write_text("{}")
+    return {"id": job_id, "name": name, "merged": str(out / "merged"), "adapter": str(out / "adapter")}
+
+
+def test_a_project_names_only_its_own_fine_tunes_and_the_operators_models(
+    model_dirs, project, other_project, chat_jsonl
+) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from service.api.app import create_app
+
+    settings = model_dirs["settings"]
+    a, b = project["headers"], other_project["headers"]
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+
+        def dataset(headers: dict[str, str]) -> str:
+            r = client.post("/v1/datasets", files={"file": ("t.jsonl", chat_jsonl)}, headers=headers)
+            assert r.status_code == 201 and r.json()["status"] == "ready", r.text
+            return r.json()["id"]
+
+        ds_a, ds_b = dataset(a), dataset(b)
+        theirs = _fine_tune_of(settings, other_project["id"], ds_b)
+
+        def job(headers: dict[str, str], ds: str, model: str) -> Any:
+            body = {"training_dataset_id": ds, "provider": "local", "model": model}
+            return client.post("/v1/jobs", json=body, headers=headers)
+
+        def evaluation(headers: dict[str, str], ds: str, model: str) -> Any:
+            candidate = {"kind": "model", "name": "m", "provider": "local", "model": model}
+            body = {"dataset_id": ds, "candidates": [candidate], "graders": [{"type": "exact_match", "name": "e"}]}
+            return client.post("/v1/evaluations", json=body, headers=headers)
+
+        def refusal(r: Any, model: str) -> str:
+            assert r.status_code == 422, (model, r.status_code, r.text)
+            assert r.json()["code"] == "base_model_unavailable", r.text
+            return r.json()["detail"].replace(model, "<model>")
+
+        outside = model_dirs["tmp"] / "elsewhere" / "model"
+        outside.mkdir(parents=True)
+        (outside / "config.json").write_text("{}")
+        foreign = [
+            theirs["merged"],  # B's merged model by its folder
+            theirs["adapter"],
+            theirs["id"],  # by job id
+            f"local:{theirs['id']}",
+            theirs["name"],  # by fine-tuned model name
+            str(model_dirs["allowed"] / ".." / "elsewhere" / "model"),  # '..' out of the allowed directory
+            "../elsewhere/model",
+            str(outside),  # a model that exists, outside the allowed directories
+            str(model_dirs["tmp"] / "no-such-model"),  # a path that exists nowhere
+            "job_doesnotexist",
+        ]
+        messages = set()
+        for model in foreign:
+            messages.add(refusal(job(a, ds_a, model), model))
+            messages.add(refusal(evaluation(a, ds_a, model), model))
+        assert len(messages) == 1, messages  # one message: nothing tells what exists on the server
+        assert client.get("/v1/jobs", headers=a).json()["data"] == []
+
+        # B uses its own fine-tune by id and by name, for training on top of it and for evaluating it.
+        for model in (theirs["id"], theirs["name"]):
+            assert job(b, ds_b, model).status_code == 201, model
+            assert evaluation(b, ds_b, model).status_code == 201, model
+        # Every project may use the operator's models, by name under the directory or by full path.
+        for model in ("tiny", str(model_dirs["allowed"] / "tiny")):
+            assert job(a, ds_a, model).status_code == 201, model
+            assert evaluation(a, ds_a, model).status_code == 201, model

