@@ -40,7 +40,7 @@ from service.providers.local.runtime import (  # noqa: E402
     select_device,
     select_precision,
 )
-from service.providers.local.trainer import plan_training, warmup_linear_decay  # noqa: E402
+from service.providers.local.schedule import plan_training, warmup_linear_decay  # noqa: E402
 
 DEMO_DATA = ROOT / "service" / "data" / "demo" / "support_tickets.jsonl"
 # Dense bf16 tensor-core peaks (TFLOP/s) by GPU name fragment, for MFU.

@@ -15,7 +15,6 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from .events import (
     ValidationMetrics,
 )
 from .modeling import attach_lora, loss_sum, resolve_target_modules, supports_logits_to_keep
-from .packing import MicroBatch, collate, count_targets, group_steps, padding_share, plan_epoch
+from .packing import collate, count_targets, padding_share, plan_epoch
 from .params import LocalTrainParams
 from .runtime import (
     autocast,
@@ -54,47 +53,12 @@ from .runtime import (
     select_device,
     select_precision,
 )
+from .schedule import plan_training, warmup_linear_decay
 
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.jsonl"
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
-
-
-@dataclass(frozen=True)
-class PlannedStep:
-    epoch: int
-    index_in_epoch: int
-    steps_in_epoch: int
-    micro_batches: list[MicroBatch]
-
-
-def plan_training(lengths: Sequence[int], params: LocalTrainParams) -> list[PlannedStep]:
-    """Every optimizer step of the run, fixed up front by the seed (the schedule needs the count; resume needs order)."""
-    steps: list[PlannedStep] = []
-    for epoch in range(params.n_epochs):
-        batches = plan_epoch(
-            lengths,
-            batch_size=params.batch_size,
-            max_seq_length=params.max_seq_length,
-            packing=params.packing,
-            seed=params.seed,
-            epoch=epoch,
-        )
-        grouped = group_steps(batches, params.gradient_accumulation_steps)
-        steps.extend(PlannedStep(epoch, i, len(grouped), group) for i, group in enumerate(grouped))
-    return steps[: params.max_steps] if params.max_steps else steps
-
-
-def warmup_linear_decay(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """LR factor for step s (0-based): rises linearly over the warmup, then falls linearly to reach 0 after the end."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return factor
 
 
 class MetricsLog:

@@ -20,7 +20,7 @@ from service.providers.local import (  # noqa: E402
     train,
     train_event_adapter,
 )
-from service.providers.local.trainer import warmup_linear_decay  # noqa: E402
+from service.providers.local.schedule import warmup_linear_decay  # noqa: E402
 
 
 class Killed(Exception):
