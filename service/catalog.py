@@ -19,6 +19,7 @@ from service.projects.models import Project
 from service.providers import registry
 from service.providers.naming import checkpoint_name, job_model_name, parse_name
 from service.settings import Settings
+from service.tenancy import find_owned
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,6 @@ def list_models(session: Session, project_id: str, settings: Settings) -> list[C
     )
 
 
-def _own_job(session: Session, project_id: str, job_id: str) -> Job | None:
-    job = session.get(Job, job_id)
-    return job if job is not None and job.project_id == project_id else None
-
-
 def find_fine_tune(session: Session, project_id: str, name: str) -> tuple[Job, int | None] | None:
     """The project's job (and checkpoint step) a fine-tune name denotes; None when the name is not one of ours or not
     this project's (the caller answers 404 either way, so names of other projects are indistinguishable)."""
@@ -98,7 +94,7 @@ def find_fine_tune(session: Session, project_id: str, name: str) -> tuple[Job, i
     if parsed is None:
         job = session.exec(select(Job).where(Job.project_id == project_id, Job.fine_tuned_model == name)).first()
         return (job, None) if job is not None else None
-    job = _own_job(session, project_id, parsed.job_id)
+    job = find_owned(session, Job, parsed.job_id, project_id)
     if job is None or fine_tune_name(session, job) != parsed.model_name:
         return None
     return job, parsed.step

@@ -20,9 +20,15 @@ class _Owned(Protocol):
 T = TypeVar("T", bound=_Owned)
 
 
+def find_owned(session: Session, model: type[T], ident: str, project_id: str) -> T | None:
+    """The ``model`` row ``ident`` of project ``project_id``, or None (missing, or another project's)."""
+    row = session.get(model, ident)
+    return row if row is not None and row.project_id == project_id else None
+
+
 def get_owned(session: Session, model: type[T], ident: str, project_id: str, what: str) -> T:
     """The ``model`` row ``ident`` of project ``project_id``; ``NotFound(what, ident)`` when there is none."""
-    row = session.get(model, ident)
-    if row is None or row.project_id != project_id:
+    row = find_owned(session, model, ident, project_id)
+    if row is None:
         raise NotFound(what, ident)
     return row
