@@ -17,7 +17,7 @@ def validate_dataset(dataset_id: str) -> None:
 
 @app.task(name=names.ADVANCE_JOB)
 def advance_job(job_id: str) -> None:
-    from service.jobs.service import advance
+    from service.jobs.steps import advance
 
     advance(job_id)
 

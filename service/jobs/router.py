@@ -14,6 +14,7 @@ from service.api.pagination import PageParams, page_params, paginate, select_for
 from service.evaluations.service import check_job_evaluation_request
 from service.idempotency.service import fingerprint
 from service.jobs import service
+from service.jobs.lifecycle import JOBS
 from service.jobs.models import Job, JobCheckpoint, JobEvent
 from service.jobs.views import checkpoint_out, event_out, job_out
 from service.work.wake import wake
@@ -22,7 +23,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
 def _wake(job: dict[str, Any]) -> None:
-    wake(service.JOBS, job["id"])
+    wake(JOBS, job["id"])
 
 
 @router.post(
@@ -141,7 +142,7 @@ def _action(action: str):  # type: ignore[no-untyped-def]
     def handler(job_id: str, caller: CallerDep, session: SessionDep) -> JobOut:
         job = service.request_action(session, caller.project_id, job_id, action)
         session.commit()
-        wake(service.JOBS, job.id)
+        wake(JOBS, job.id)
         return job_out(job)
 
     handler.__name__ = f"{action}_job"

@@ -18,6 +18,7 @@ from api_schemas.common import problem_responses
 from service.api.deps import SessionDep, SettingsDep
 from service.errors import InvalidInput, Unauthorized, Unavailable
 from service.jobs import service as jobs
+from service.jobs.lifecycle import JOBS
 from service.providers import registry
 from service.webhooks.signing import WebhookSecretError, WebhookVerificationError, verify
 from service.work.wake import wake
@@ -47,7 +48,7 @@ async def _receive(request: Request, session: SessionDep, secret: str, project_i
         job = jobs.apply_provider_webhook(session, "openai", object_id, project_id=project_id)
         session.commit()
         if job is not None:
-            wake(jobs.JOBS, job.id)
+            wake(JOBS, job.id)
             return {"status": "accepted", "job_id": job.id}
         return {"status": "ignored", "reason": "unknown job"}
     return {"status": "ignored", "reason": f"event type {event_type} not handled"}

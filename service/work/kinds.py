@@ -6,7 +6,7 @@ from __future__ import annotations
 from service.datasets.service import DATASETS
 from service.evaluations.service import EVALUATIONS
 from service.events.service import EVENTS
-from service.jobs.service import JOBS
+from service.jobs.lifecycle import JOBS
 from service.webhooks.delivery import DELIVERIES
 from service.work.kind import WorkKind
 

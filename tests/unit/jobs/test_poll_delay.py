@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from api_schemas.jobs import JobStatus as S
-from service.jobs.service import WEBHOOK_POLL_FACTOR, poll_delay
+from service.jobs.polling import WEBHOOK_POLL_FACTOR, poll_delay
 from service.settings import Settings
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)

@@ -52,7 +52,8 @@ def _job(session, project_id: str):  # type: ignore[no-untyped-def]
 def test_repeated_events_and_checkpoints_are_stored_once(settings, project) -> None:  # type: ignore[no-untyped-def]
     from service.db import session_scope
     from service.jobs.models import JobCheckpoint, JobEvent
-    from service.jobs.service import _sync_checkpoints, _sync_events
+    from service.jobs.sync import sync_checkpoints as _sync_checkpoints
+    from service.jobs.sync import sync_events as _sync_events
 
     provider = Repeating()
     with session_scope(settings) as session:

@@ -158,7 +158,7 @@ def test_webhook_delivery_outcome_and_lag(settings, project, worker, monkeypatch
 
 def test_provider_errors_are_counted_where_jobs_handle_them(settings, project, chat_jsonl, client):
     from service.db import session_scope
-    from service.jobs import service as jobs
+    from service.jobs import steps as jobs
     from service.jobs.models import Job
     from service.providers.base import ProviderError
 
