@@ -288,6 +288,14 @@ def test_provider_credentials(guarded, model_server, chat_jsonl):  # type: ignor
     ev = _finished(g, r.json()["id"])
     assert ev["status"] == "failed" and ev["error"]["candidate"] == "m", ev
     assert "refused" in ev["error"]["message"], ev["error"]
+    r = g.post(
+        "/v1/evaluations",
+        {"dataset_id": dataset_id, "mode": "batch", "candidates": [{"kind": "model", "name": "b", "model": BASE}]},
+    )
+    assert r.status_code == 201, r.text
+    ev = _finished(g, r.json()["id"])
+    assert ev["status"] == "failed" and ev["error"]["candidate"] == "b", ev  # through the Batch API: the same
+    assert "loopback address 127.0.0.1 (resolved from rebind-credentials.test)" in ev["error"]["message"]
     # A training job on that account fails at its first provider call, once, instead of retrying the refusal.
     r = g.post("/v1/jobs", {"training_dataset_id": dataset_id, "provider": "openai", "model": BASE})
     assert r.status_code == 201, r.text
