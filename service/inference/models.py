@@ -66,6 +66,7 @@ class ResidentBase:
         self.model = loaded.model
         self.model.eval()
         self.tokenizer = loaded.tokenizer
+        self.tokenizer_lock = threading.Lock()
         try:
             self.encoder: Any = ChatEncoder(self.tokenizer, _NO_TRUNCATION)
         except Exception as exc:  # no chat template: the base still serves raw-text completions

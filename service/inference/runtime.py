@@ -48,6 +48,9 @@ from .types import (
 log = logging.getLogger(__name__)
 
 _DONE = object()
+# Prompt tokens prefilled between two decode steps at most (a longer prompt still goes alone): a burst of arrivals is
+# prefilled in groups, so the first of them get their first token sooner and running rows keep decoding in between.
+PREFILL_TOKENS_PER_STEP = 512
 
 
 class Request:
@@ -397,9 +400,14 @@ class InferenceRuntime:
         if lane.rows and not lane.can_join_running():
             return []  # a cache this scheduler cannot merge: let the running batch finish first
         joining: list[Sequence] = []
+        prompt_tokens = 0
         with self._lock:
             while lane.waiting and len(lane.rows) + len(joining) < self.max_batch_size:
+                size = len(lane.waiting[0].request.prompt_ids)
+                if joining and prompt_tokens + size > PREFILL_TOKENS_PER_STEP:
+                    break
                 joining.append(lane.waiting.popleft())
+                prompt_tokens += size
             for request in {seq.request for seq in joining}:
                 if not request.admitted and all(s in joining or s in lane.rows for s in request.sequences):
                     request.admitted = True
@@ -469,6 +477,12 @@ class InferenceRuntime:
 
 
 def _encode(base: ResidentBase, prompt: Prompt) -> list[int]:
+    # A Rust tokenizer refuses use from two threads while one changes its settings ("Already borrowed").
+    with base.tokenizer_lock:
+        return _encode_unlocked(base, prompt)
+
+
+def _encode_unlocked(base: ResidentBase, prompt: Prompt) -> list[int]:
     if isinstance(prompt, str):
         ids = list(base.tokenizer(prompt)["input_ids"])
         if not ids:

@@ -140,3 +140,18 @@ def test_async_twins_match_and_closing_the_stream_cancels(make_runtime, tiny_bas
     assert completion == expected
     assert isinstance(first[0], StreamEvent)
     wait_for(lambda: runtime.stats().running == 0, timeout=20)
+
+
+def test_a_burst_prefilled_in_small_groups_gives_the_same_answers(make_runtime, tiny_base: Path, monkeypatch):
+    from service.inference import runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module, "PREFILL_TOKENS_PER_STEP", 16)  # about one of these prompts per step
+    runtime = make_runtime()
+    ref = ModelRef(str(tiny_base))
+    alone = [runtime.generate(ref, p, GREEDY) for p in PROMPTS]
+    steps_alone = len(runtime.stats().batch_sizes)
+    together = run_concurrently(runtime, ref, PROMPTS, GREEDY)
+    assert texts(together) == texts(alone)
+    burst = runtime.stats().batch_sizes[steps_alone:]
+    assert max(burst) == len(PROMPTS)
+    assert burst[0] < len(PROMPTS)  # the rows joined over several steps, not in one prefill
