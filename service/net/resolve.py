@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import ipaddress
+import os
 import socket
+import threading
 from collections.abc import Callable, Sequence
 
 from service.net.addresses import parse_ip_literal
@@ -58,15 +60,26 @@ def resolve_checked(
     return addresses
 
 
-# Lookups made while an API request waits; a resolver that hangs costs at most one of these threads per lookup.
-_BRIEF_LOOKUPS = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="outbound-dns")
 BRIEF_LOOKUP_S = 2.0
+# Lookups made while an API request waits; a resolver that hangs costs at most one of these threads per lookup. One
+# pool per process: threads do not survive a fork, a pool inherited through one would never run its work.
+_brief_pool: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+_brief_pool_lock = threading.Lock()
+
+
+def _brief_lookups() -> concurrent.futures.ThreadPoolExecutor:
+    global _brief_pool
+    with _brief_pool_lock:
+        if _brief_pool is None or _brief_pool[0] != os.getpid():
+            pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="outbound-dns")
+            _brief_pool = (os.getpid(), pool)
+        return _brief_pool[1]
 
 
 def resolve_briefly(host: str, port: int, policy: OutboundPolicy, timeout: float = BRIEF_LOOKUP_S) -> None:
     """Raise OutboundRefused if ``host`` resolves, within ``timeout``, to an address the policy refuses. A name that
     does not resolve in time is let through: it is resolved and checked again at every connection."""
-    future = _BRIEF_LOOKUPS.submit(resolve_checked, host, port, policy)
+    future = _brief_lookups().submit(resolve_checked, host, port, policy)
     try:
         future.result(timeout=timeout)
     except (HostResolutionError, concurrent.futures.TimeoutError):
