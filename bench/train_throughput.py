@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from service.providers.local import LocalTrainParams, train  # noqa: E402
-from service.providers.local.base_models import load_base_model, resolve_base_model  # noqa: E402
+from service.providers.local.base_models import BaseModelSource, load_base_model, resolve_base_model  # noqa: E402
 from service.providers.local.chat_data import ChatEncoder, load_chat_dataset  # noqa: E402
 from service.providers.local.modeling import attach_lora, resolve_target_modules  # noqa: E402
 from service.providers.local.packing import MicroBatch, collate, padding_share, plan_epoch  # noqa: E402
@@ -71,12 +71,19 @@ def build_tiny_model(folder: Path) -> Path:
     return folder
 
 
+def bench_model(name: str) -> BaseModelSource:
+    """The model to measure, resolved here: the bench runs as the operator, so a model folder or file it is given is
+    its own model directory (the service lets projects name only those configured in FINETUNE_LOCAL_MODEL_DIRS)."""
+    path = Path(name).expanduser()
+    return resolve_base_model(name, model_dirs=[path.resolve().parent] if path.exists() else [])
+
+
 def trainer_side(args: argparse.Namespace, params: LocalTrainParams, work: Path, round_: int) -> tuple[float, int]:
     """Tokens/s of `train()` over the steps after warm-up (from its own step events)."""
     steps: list[Any] = []
     train(
         params,
-        base_model=args.model,
+        base_model=bench_model(args.model),
         train_path=args.data,
         validation_path=None,
         output_dir=work / f"trainer-{round_}",
@@ -100,7 +107,7 @@ def bare_side(args: argparse.Namespace, params: LocalTrainParams, work: Path) ->
     device = select_device(args.device)
     _, dtype = select_precision(params.precision, device)
     configure_threads(args.threads) if device.type == "cpu" else None
-    loaded = load_base_model(resolve_base_model(args.model), cache_dir=work / "cache", device=device, dtype=dtype)
+    loaded = load_base_model(bench_model(args.model), cache_dir=work / "cache", device=device, dtype=dtype)
     examples, _ = load_chat_dataset(args.data, ChatEncoder(loaded.tokenizer, params.max_seq_length))
     plan = plan_training([len(e) for e in examples], params)
     model = loaded.model
@@ -143,7 +150,7 @@ def padding_report(args: argparse.Namespace, params: LocalTrainParams, work: Pat
 
     from service.providers.local.base_models import _loadable_location
 
-    tokenizer = AutoTokenizer.from_pretrained(_loadable_location(resolve_base_model(args.model), work / "cache")[0])
+    tokenizer = AutoTokenizer.from_pretrained(_loadable_location(bench_model(args.model), work / "cache")[0])
     examples, _ = load_chat_dataset(args.data, ChatEncoder(tokenizer, params.max_seq_length))
     lengths = [len(e) for e in examples]
     rows_per_batch = max(1, params.max_seq_length // max(1, round(statistics.mean(lengths))))

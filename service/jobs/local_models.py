@@ -9,7 +9,6 @@ model when there is one, else the base model with the adapter.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,12 +18,10 @@ from sqlmodel import Session, or_, select
 from api_schemas.jobs import JobStatus
 from service.jobs.models import Job
 from service.providers.local import BaseModelSource, resolve_base_model
-from service.providers.local.base_models import not_allowed
+from service.providers.local.base_models import FINE_TUNE_NAME, not_allowed
 from service.providers.local.errors import BaseModelError
 from service.settings import Settings
 
-# Names that can only mean a fine-tune of ours: never looked up as a path or a Hugging Face id.
-_FINE_TUNE_NAME = re.compile(r"^(job_[A-Za-z0-9]+|local:job_[A-Za-z0-9]+|ft:.+)$")
 # A chain of fine-tunes, each trained on the merged model of the one before, is followed this deep at most.
 MAX_CHAIN = 8
 
@@ -50,7 +47,7 @@ def _resolve(
     session: Session, settings: Settings, project_id: str | None, spec: str, purpose: Purpose, depth: int
 ) -> LocalModel:
     text = spec.strip()
-    if not _FINE_TUNE_NAME.match(text):
+    if not FINE_TUNE_NAME.match(text):
         return LocalModel(resolve_base_model(text, model_dirs=settings.local_model_dirs))
     job = _own_fine_tune(session, project_id, text) if project_id is not None else None
     if job is None or depth >= MAX_CHAIN:

@@ -43,6 +43,9 @@ DEFAULT_BASE_MODEL = SMOLLM2_ALIAS
 # Hugging Face's own rule for repo ids: [owner/]name of letters, digits, '-', '_', '.', no '--' or '..'.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _CONVERTED_DIR = "base-models"
+# Names that can only mean one of a project's fine-tunes (job id, local:<job id>, ft:...): the service resolves them
+# for the project (service.jobs.local_models); here they are never taken for a path or a Hugging Face id.
+FINE_TUNE_NAME = re.compile(r"^(job_[A-Za-z0-9]+|local:job_[A-Za-z0-9]+|ft:.+)$")
 # What a Hugging Face download fetches: configs, safetensors weights, tokenizer files (not .bin duplicates).
 _HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
 
@@ -113,7 +116,7 @@ def resolve_base_model(spec: str | BaseModelSource, *, model_dirs: Sequence[Path
 
         model_dirs = get_settings().local_model_dirs
     dirs = [Path(d).expanduser().resolve() for d in model_dirs]
-    if "\0" in text:
+    if "\0" in text or FINE_TUNE_NAME.match(text):
         raise not_allowed(text)
     path = Path(text).expanduser()
     if path.is_absolute():

@@ -82,6 +82,9 @@ def test_hugging_face_ids_are_ids_never_paths(tmp_path: Path) -> None:
     assert (hub.kind, hub.location) == ("hub", "HuggingFaceTB/SmolLM2-135M-Instruct")
     for bad in ["a/..", "../x", "a/b/c", "a--b/c", "x/.hidden", "name.gguf"]:
         _refusal(bad, [tmp_path])
+    # A fine-tune's name means nothing without its project (the service resolves those): never a Hub id here.
+    for name in ["job_01abc", "local:job_01abc", "ft:tiny:proj::job_01abc"]:
+        _refusal(name, [tmp_path])
 
 
 def test_a_resolved_source_passes_through_unchanged(layout: dict[str, Path]) -> None:
