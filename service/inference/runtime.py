@@ -22,7 +22,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,15 +258,23 @@ class InferenceRuntime:
     async def astream(
         self, model: ModelRef, prompt: Prompt, params: SamplingParams, *, timeout_s: float | None = None
     ) -> AsyncIterator[StreamItem]:
-        """The async twin of `stream`; closing the generator (or cancelling its task) cancels the request."""
-        request = await self._asubmit(model, prompt, params, timeout_s)
+        """The async twin of `stream`; closing the generator (or cancelling its task) cancels the request. Submission
+        errors (Overloaded, ModelLoadError, InvalidRequest) come at the first item: use `aopen_stream` to get them
+        before starting a response."""
+        events = await self.aopen_stream(model, prompt, params, timeout_s=timeout_s)
         try:
-            async for item in _aitems(request):
-                if isinstance(item, BaseException):
-                    raise item
+            async for item in events:
                 yield item
         finally:
-            request.cancel()
+            await events.aclose()
+
+    async def aopen_stream(
+        self, model: ModelRef, prompt: Prompt, params: SamplingParams, *, timeout_s: float | None = None
+    ) -> AsyncGenerator[StreamItem, None]:
+        """Submit now (raising Overloaded, ModelLoadError or InvalidRequest here), then stream the events from the
+        returned generator; closing it cancels the request."""
+        request = await self._asubmit(model, prompt, params, timeout_s)
+        return _aevents(request)
 
     def stats(self) -> RuntimeStats:
         with self._lock:
@@ -504,6 +512,16 @@ def _encode_unlocked(base: ResidentBase, prompt: Prompt) -> list[int]:
 def _events(request: Request, items: Iterator[Any]) -> Iterator[StreamItem]:
     try:
         for item in items:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        request.cancel()
+
+
+async def _aevents(request: Request) -> AsyncGenerator[StreamItem, None]:
+    try:
+        async for item in _aitems(request):
             if isinstance(item, BaseException):
                 raise item
             yield item

@@ -155,3 +155,21 @@ def test_a_burst_prefilled_in_small_groups_gives_the_same_answers(make_runtime, 
     burst = runtime.stats().batch_sizes[steps_alone:]
     assert max(burst) == len(PROMPTS)
     assert burst[0] < len(PROMPTS)  # the rows joined over several steps, not in one prefill
+
+
+def test_aopen_stream_refuses_before_the_first_event_and_streams_the_same_text(make_runtime, tiny_base: Path):
+    import pytest
+
+    from service.inference import InvalidRequest
+
+    runtime = make_runtime()
+    ref = ModelRef(str(tiny_base))
+    expected = runtime.generate(ref, PROMPTS[1], GREEDY).choices[0].text
+
+    async def scenario() -> str:
+        with pytest.raises(InvalidRequest):
+            await runtime.aopen_stream(ref, PROMPTS[1], SamplingParams(max_tokens=0))
+        events = await runtime.aopen_stream(ref, PROMPTS[1], GREEDY)
+        return "".join([e.text async for e in events if isinstance(e, StreamEvent)])
+
+    assert asyncio.run(scenario()) == expected
