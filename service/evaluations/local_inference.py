@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    from service.providers.local.base_models import BaseModelSource
     from service.providers.local.inference import LocalGenerator
 
 
-def generator_for(settings: Settings, base_model: str, adapter_path: Path | None) -> LocalGenerator:
+def generator_for(settings: Settings, base_model: str | BaseModelSource, adapter_path: Path | None) -> LocalGenerator:
     """A ``LocalGenerator`` for the base model with the adapter, on the shared runtime (it loads the base if needed)."""
     from service.inference import get_runtime
     from service.providers.local.inference import LocalGenerator

@@ -16,6 +16,8 @@ from .errors import BaseModelError, LocalTrainingError
 if TYPE_CHECKING:
     from service.inference.runtime import InferenceRuntime
 
+    from .base_models import BaseModelSource
+
 
 @dataclass(frozen=True)
 class Generation:
@@ -35,7 +37,7 @@ class LocalGenerator:
 
     def __init__(
         self,
-        base_model: str,
+        base_model: str | BaseModelSource,
         adapter_path: str | Path | None = None,
         cache_dir: str | Path = ".cache/local-models",
         device: str = "auto",
