@@ -380,7 +380,9 @@ def _generate_remote(ctx: _Ctx, evaluation: Evaluation, work: CandidateWork) -> 
     )
     work.writer.flush()
     if stats.aborted:
-        raise FatalRunError("generation_aborted", f"candidate {work.name!r}: {stats.abort_reason}", work.name)
+        # A refused address gets the code the API gives a refused URL; other fatal errors keep the generic one.
+        code = "url_not_allowed" if stats.abort_kind == "refused" else "generation_aborted"
+        raise FatalRunError(code, f"candidate {work.name!r}: {stats.abort_reason}", work.name)
 
 
 def _generate_local(ctx: _Ctx, work: CandidateWork) -> None:

@@ -232,7 +232,7 @@ def test_evaluation_endpoint_candidates(guarded, model_server, chat_jsonl):  # t
 
     ev = _finished(g, rebinding["id"])
     assert ev["status"] == "failed", ev
-    assert ev["error"]["candidate"] == "internal", ev["error"]
+    assert ev["error"]["candidate"] == "internal" and ev["error"]["code"] == "url_not_allowed", ev["error"]
     assert "refused" in ev["error"]["message"] and "127.0.0.1" in ev["error"]["message"], ev["error"]
     samples = json.dumps(g.get(f"/v1/evaluations/{ev['id']}/samples"))
     assert "INTERNAL SECRET" not in samples and "INTERNAL SECRET" not in json.dumps(ev)

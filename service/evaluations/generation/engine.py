@@ -89,6 +89,7 @@ async def generate_all(
                 if not stats.aborted:
                     stats.aborted = True
                     stats.abort_reason = f"{exc.kind}: {exc}"
+                    stats.abort_kind = exc.kind
                 stop.set()
                 return
             outcome = on_result(result)

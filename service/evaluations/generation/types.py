@@ -101,6 +101,7 @@ class GenerationStats(BaseModel):
     stopped: bool = Field(default=False, description="should_stop() ended the run early.")
     aborted: bool = Field(default=False, description="A fatal error (bad key, no quota, unknown model) ended the run.")
     abort_reason: str | None = None
+    abort_kind: ErrorKind | None = Field(default=None, description="The kind of the error that ended the run.")
 
 
 __all__ = ["ClientConfig", "ErrorKind", "GenRequest", "GenResult", "GenerationStats", "RateLimits"]
