@@ -13,18 +13,16 @@ import codecs
 import functools
 import http.cookiejar
 import os
-import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
 import httpx
 
 from service.net import AsyncGuardedTransport, GuardedTransport, OutboundPolicy, Resolver, UrlNotAllowed, check_url
+from service.net.retry_after import parse_retry_after
 from service.net.transport import VerifyTypes
 
 EXCERPT_BYTES = 2048
@@ -61,25 +59,6 @@ class OutgoingWebhook:
     url: str
     headers: Mapping[str, str]
     body: bytes
-
-
-_DELAY_SECONDS = re.compile(r"^\d+(\.\d+)?$")
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``retry-after`` header: delay-seconds or an HTTP date (RFC 9110). None if absent/bad."""
-    if value is None:
-        return None
-    text = value.strip()
-    if _DELAY_SECONDS.match(text):
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def decode_excerpt(raw: bytes, charset: str | None = None) -> str:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime
+
+from service.net import retry_after
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|us|µs|ns|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
@@ -48,19 +49,8 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
                 return value
         except ValueError:
             pass
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-        return value if math.isfinite(value) and value >= 0 else None
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    when = None if now is None else datetime.fromtimestamp(now, UTC)
+    return retry_after.parse_retry_after(headers.get("retry-after"), when)
 
 
 def _int_header(headers: Mapping[str, str], name: str) -> int | None:

@@ -5,7 +5,8 @@ A server that keeps saying ``has_more`` while answering the same page (a mock se
 
 - yields each id once (a repeated item is dropped);
 - stops with ``PageNotAdvancing`` (a transient ``ProviderError``, so the step backs off) as soon as a page that
-  claims more brings no new id, or ends on the cursor it was asked to pass;
+  claims more brings no new id or ends on the cursor it was asked to pass, or the page after a cursor holds that
+  cursor's item again (the server ignored the cursor);
 - reads at most ``max_pages`` pages, then stops and says so in ``truncated``.
 
 So a non-advancing listing costs two requests: the first page and the repeat that shows it does not advance.
@@ -55,23 +56,29 @@ class Listing:
             page = self._fetch(cursor)
             self.requests += 1
             data = list(getattr(page, "data", None) or [])
+            ids = [item_id(item) for item in data]
+            if None in ids:
+                raise UnusableAnswer(f"provider answered {self.what} with an item that has no id")
+            if cursor is not None and cursor in ids:
+                # The page after X holds X: the cursor was ignored, and asking on would repeat (or wander) forever.
+                raise self._stalled(f"the page after {cursor!r} holds {cursor!r} again")
             fresh = []
-            for item in data:
-                key = item_id(item)
-                if key is None:
-                    raise UnusableAnswer(f"provider answered {self.what} with an item that has no id")
+            for key, item in zip(ids, data, strict=True):
                 if key not in seen:
                     seen.add(key)
                     fresh.append(item)
             yield from fresh
             if not data or not getattr(page, "has_more", False):
                 return
-            last = item_id(data[-1])
+            last = ids[-1]
             if not fresh or last == cursor:
-                raise PageNotAdvancing(
-                    f"provider answered a page that does not advance while listing {self.what} "
-                    f"(has_more after {last!r} again, {self.requests} requests); stopped"
-                )
+                raise self._stalled(f"has_more after {last!r} again")
             cursor = last
         self.truncated = True
         log.warning("listing %s stopped after %d pages (the cap)", self.what, self.max_pages)
+
+    def _stalled(self, detail: str) -> PageNotAdvancing:
+        return PageNotAdvancing(
+            f"provider answered a page that does not advance while listing {self.what} "
+            f"({detail}, {self.requests} requests); stopped"
+        )

@@ -141,6 +141,16 @@ def test_listing_stops_when_the_cursor_comes_back() -> None:
     assert listing.requests == 2
 
 
+def test_listing_stops_when_a_page_ignores_its_cursor() -> None:
+    # A server that ignores `after` while new items keep arriving answers new ids each time: the cursor's own item
+    # in the page after it gives the loop away.
+    answers = iter([_page(["b", "a"]), _page(["c", "b", "a"]), _page(["d", "c", "b", "a"])])
+    listing = Listing(lambda _after: next(answers), what="a list that ignores after", max_pages=50)
+    with pytest.raises(PageNotAdvancing, match="holds 'a' again"):
+        list(listing)
+    assert listing.requests == 2
+
+
 def test_listing_refuses_items_without_ids() -> None:
     page = SimpleNamespace(data=[SimpleNamespace(id=None)], has_more=False)
     with pytest.raises(UnusableAnswer, match="no id"):
