@@ -11,17 +11,13 @@ from sqlmodel import Session
 from service.clock import utcnow
 from service.events.models import Event
 from service.work import names
-from service.work.kind import StepFailure, WorkKind
+from service.work.kind import WorkKind
 
 _PENDING = "finetune_recorded_events"
 
-
-def _give_up(_session: Session, event: Event, failure: StepFailure) -> None:
-    """An event whose fan-out keeps failing is left undelivered, its error on the row (``last_error``): the engine stops
-    scheduling it."""
-
-
-EVENTS = WorkKind("event", Event, names.FANOUT_EVENT, give_up=_give_up)
+# An event whose fan-out keeps failing has nothing to fail: after the bound the engine stops scheduling it, and its
+# error stays on the row (``last_error``).
+EVENTS = WorkKind("event", Event, names.FANOUT_EVENT)
 
 
 def record(session: Session, project_id: str, type_: str, obj: dict[str, Any]) -> Event:

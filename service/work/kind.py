@@ -24,7 +24,7 @@ class WorkKind:
     """A table whose rows the sweeper watches, the task that advances one row, and how to end a row that cannot go on.
 
     ``give_up`` fails the row's object when its step failed ``max_step_attempts`` times in a row (it runs in the
-    transaction that records the last failure; the engine clears ``next_run_at`` afterwards). ``cancel_requested`` and
+    transaction that records the last failure; the engine clears ``next_run_at`` afterwards, with or without one). ``cancel_requested`` and
     ``cancel`` make a cancel win over retries: a step that fails while a cancel is pending ends the object cancelled
     instead of backing off. Kinds without ``cancel`` have no cancel or carry it out in their step only.
     """

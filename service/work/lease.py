@@ -142,9 +142,10 @@ def record_failure(
     row.last_error = message[:MAX_ERROR_CHARS]
     row.last_error_at = now
     limit = backoff.max_attempts()
-    if row.attempts >= limit and kind.give_up is not None:
-        failure = StepFailure(row.last_error, row.attempts)
-        kind.give_up(session, row, failure)
+    if row.attempts >= limit:
+        # Bounded for every kind: one without ``give_up`` just stops being scheduled, its error kept on the row.
+        if kind.give_up is not None:
+            kind.give_up(session, row, StepFailure(row.last_error, row.attempts))
         row.next_run_at = None
         log.error("%s %s failed %d times in a row; giving up: %s", kind.name, row.id, row.attempts, message)
         return True
