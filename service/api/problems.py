@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import ServiceError
-from service.openai_compat.errors import is_openai_path, openai_error
 from service.logs import request_id_var
+from service.openai_compat.errors import is_openai_path, openai_error
 
 log = logging.getLogger(__name__)
 
