@@ -140,7 +140,7 @@ class Lane:
         self.mask = self.mask.index_select(0, index)
         used = self.mask.any(dim=0).nonzero()
         first = int(used[0].item()) if len(used) else 0
-        if first > 0:
+        if first > 0 and self.can_join_running():  # other layer kinds keep positions of their own: leave them whole
             for layer in self.cache.layers:
                 layer.keys = layer.keys[:, :, first:, :]
                 layer.values = layer.values[:, :, first:, :]
