@@ -424,7 +424,7 @@ def _generate_with(ctx: _Ctx, work: CandidateWork, generator: Any) -> None:
                     model=target.model,
                     input_tokens=out.input_tokens,
                     output_tokens=out.output_tokens,
-                    # A batch answers together: each prompt's latency is the batch's wall time.
+                    # From submitting this prompt to the runtime to its last token (it shares batches with others).
                     latency_s=out.latency_s,
                     total_s=elapsed,
                     attempts=1,
