@@ -41,6 +41,7 @@ from typing import Any, BinaryIO, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service import chat
 from service.errors import InvalidInput
 
 __all__ = [
@@ -200,9 +201,9 @@ class _Output:
 
 
 def _messages(system: str | None, user: str, assistant: str) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": system}] if system else []
-    messages.append({"role": "user", "content": user})
-    messages.append({"role": "assistant", "content": assistant})
+    messages = [{"role": chat.SYSTEM, "content": system}] if system else []
+    messages.append({"role": chat.USER, "content": user})
+    messages.append({"role": chat.ASSISTANT, "content": assistant})
     return messages
 
 
