@@ -24,7 +24,7 @@ from api_schemas.openai_compat import (
     OpenAIErrorResponse,
     OpenAITextCompletion,
 )
-from service import catalog, inference
+from service import catalog, inference, net
 from service.api.deps import CallerDep, SessionDep, SettingsDep
 from service.errors import InvalidInput, RateLimited, Unavailable
 from service.evaluations import targets
@@ -153,12 +153,9 @@ async def _local(
             }
         )
 
-    stream = runtime.astream(ref, prompt, params)
-    # The first item is awaited before answering: a full queue or a model that cannot load is still an HTTP error.
+    # Submitted before answering: a full queue or a model that cannot load is still an HTTP error, not a stream event.
     try:
-        first = await stream.__anext__()
-    except StopAsyncIteration:
-        first = None
+        stream = await runtime.aopen_stream(ref, prompt, params)
     except inference.InferenceError as exc:
         raise _runtime_error(exc) from None
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -187,7 +184,7 @@ async def _local(
                             }
                         ]
                     )
-            item = first
+            item = await anext(stream, None)
             while item is not None:
                 if isinstance(item, inference.Usage):
                     if include_usage:
@@ -245,6 +242,10 @@ async def _forward(
         )
     except openai.APIConnectionError as exc:
         await client.close()
+        if net.is_refusal(exc):
+            # The project's base URL resolves to an address the outbound policy refuses (e.g. DNS changed since it
+            # was stored): the same answer the API gives a refused URL, never what is behind it.
+            return openai_error(400, "url_not_allowed", f"the {target.provider} base URL is not allowed here")
         log.warning("forwarding to %s failed: %s", target.provider, exc)
         return openai_error(502, "provider_unreachable", f"the {target.provider} provider could not be reached")
     if not body.stream:
