@@ -78,6 +78,7 @@ def _own_fine_tune(session: Session, project_id: str, name: str) -> Job | None:
         select(Job).where(
             Job.project_id == project_id,
             Job.provider == "local",
+            Job.model_deleted_at.is_(None),  # type: ignore[union-attr]  # a deleted fine-tune names nothing
             or_(Job.id == job_id, Job.fine_tuned_model == name),
         )
     ).first()

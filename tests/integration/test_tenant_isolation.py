@@ -251,6 +251,15 @@ def test_a_project_names_only_its_own_fine_tunes_and_the_operators_models(
         for model in (theirs["id"], theirs["name"]):
             assert job(b, ds_b, model).status_code == 201, model
             assert evaluation(b, ds_b, model).status_code == 201, model
+        # Once B deletes that fine-tune (DELETE /v1/models/...), it names nothing, for B too.
+        from service.clock import utcnow
+        from service.db import session_scope
+        from service.jobs.models import Job
+
+        with session_scope(settings) as s:
+            s.get(Job, theirs["id"]).model_deleted_at = utcnow()
+        for model in (theirs["id"], theirs["name"]):
+            assert refusal(job(b, ds_b, model), model) in messages
         # Every project may use the operator's models, by name under the directory or by full path.
         for model in ("tiny", str(model_dirs["allowed"] / "tiny")):
             assert job(a, ds_a, model).status_code == 201, model
