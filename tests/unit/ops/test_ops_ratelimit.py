@@ -9,6 +9,7 @@ import os
 import pytest
 
 from service.api.ratelimit import Limits, MemoryBuckets, RateLimiter, decide
+from service.openai_compat.errors import is_openai_path
 
 
 class Clock:
@@ -134,6 +135,22 @@ def test_api_key_gets_429_problem_with_headers_after_its_burst(limited, project)
     assert limited.get("/v1/project", headers=project["headers"]).status_code == 200
 
 
+def test_openai_routes_answer_the_rate_limit_in_openai_shape(limited, project):
+    """The SDK reads the status and retry-after (and raises RateLimitError); the body is OpenAI's error object."""
+    seen = [limited.get("/v1/models", headers=project["headers"]) for _ in range(6)]
+    assert [r.status_code for r in seen] == [200] * 5 + [429]
+    refused = seen[-1]
+    assert refused.headers["retry-after"] == "1" and refused.headers["content-type"] == "application/json"
+    assert refused.json() == {
+        "error": {
+            "message": refused.json()["error"]["message"],
+            "type": "requests",
+            "param": None,
+            "code": "rate_limited",
+        }
+    }
+
+
 def test_keys_have_their_own_buckets(limited, project, other_project):
     for _ in range(5):
         assert limited.get("/v1/project", headers=project["headers"]).status_code == 200
@@ -184,7 +201,9 @@ def test_429_is_documented_on_every_operation_but_health(app):
                 continue
             r = op["responses"].get("429")
             assert r is not None, f"{method} {path}"
-            assert r["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
+            # The OpenAI-shaped routes answer OpenAI's error shape, so the SDK raises RateLimitError.
+            shape = "OpenAIErrorResponse" if is_openai_path(path) else "Problem"
+            assert r["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{shape}"}
             assert "Retry-After" in r["headers"]
 
 
