@@ -191,7 +191,14 @@ class CandidateProgress(BaseModel):
     total: int = 0
     done: int = 0
     failed: int = 0
-    phase: str = Field(default="pending", description="pending, generating, batch_submitted, done, skipped")
+    phase: str = Field(
+        default="pending", description="pending, generating, batch_submitted, done, skipped, cancelled"
+    )
+    batch_cancel: str | None = Field(
+        default=None,
+        description="Batch mode, after a cancel: which provider batches were cancelled there, or why the provider "
+        "did not cancel one (it may still run and bill).",
+    )
 
 
 class Progress(BaseModel):

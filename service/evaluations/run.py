@@ -133,8 +133,14 @@ def _run(ctx: _Ctx) -> None:
     if evaluation is None or S(evaluation.status) in states.TERMINAL:
         return
     if evaluation.cancel_requested_at is not None:
-        _finish(ctx, S.cancelled, "cancelled")
-        return
+        from service.evaluations import batch_mode
+
+        # Batches still out at the provider are cancelled there first (they would keep running and billing); the
+        # pass below winds them down and keeps what they finished.
+        if not batch_mode.batches_out(evaluation):
+            _finish(ctx, S.cancelled, "cancelled")
+            return
+        ctx.cancelled = True
     if evaluation.status == S.queued:
         ctx.save(lambda s, row: service.transition(s, row, S.running, "started"))
     config = evaluation.config
@@ -142,7 +148,7 @@ def _run(ctx: _Ctx) -> None:
         examples = _examples(ctx, config)
         ctx.save(lambda s, row: _set_totals(row, examples))
         waiting = _generate_all(ctx, evaluation, examples)
-        if waiting is not None and not ctx.cancelled:
+        if waiting is not None:  # batches to poll, or (cancelled) to wind down
             ctx.save(lambda _s, row: setattr(row, "next_run_at", waiting))
             return
         if ctx.heartbeat(force=True):
@@ -246,6 +252,11 @@ def _sampling(config: dict[str, Any], candidate: dict[str, Any]) -> dict[str, An
 def _generate(ctx: _Ctx, evaluation: Evaluation, candidate: dict[str, Any], examples: list[Example]) -> Any:
     """Answers for every example of one candidate not stored yet. Returns when to come back (batch mode), else None."""
     name = candidate["name"]
+    if ctx.cancelled:
+        from service.evaluations import batch_mode
+
+        if name not in batch_mode.batches_out(evaluation):
+            return None  # cancelled: only batches still out at the provider have something left to do
     done = _done_keys(ctx, name)
     todo = [e for e in examples if e.key not in done]
     if not todo:
