@@ -18,6 +18,7 @@ class ArtifactKind(StrEnum):
     checkpoint = "checkpoint"
     vllm_adapter = "vllm_adapter"
     ollama_bundle = "ollama_bundle"
+    gguf_model = "gguf_model"
 
 
 class ArtifactOut(BaseModel):
@@ -27,7 +28,8 @@ class ArtifactOut(BaseModel):
         description="adapter: PEFT LoRA adapter (safetensors) with the tokenizer; merged_model: the base model with "
         "the adapter merged in (safetensors, config, tokenizer); checkpoint: a resume point (adapter, optimizer, RNG); "
         "vllm_adapter: the adapter as vLLM and SGLang load it, with the base weights when the base is not a Hugging "
-        "Face id; ollama_bundle: a Modelfile with the base and the adapter for `ollama create`."
+        "Face id; ollama_bundle: a Modelfile with the base and the adapter for `ollama create`; gguf_model: a GGUF "
+        "base with the adapter merged in (model.gguf and a Modelfile) for llama.cpp and Ollama."
     )
     size_bytes: int = Field(description="Exact length of the download.")
     sha256: str = Field(description="SHA-256 of the download (also its ETag).")
@@ -41,6 +43,7 @@ class ExportFormat(StrEnum):
     vllm = "vllm"
     ollama = "ollama"
     merged = "merged"
+    gguf = "gguf"
 
 
 class ExportState(StrEnum):
@@ -54,7 +57,8 @@ class ExportCreate(RequestModel):
     format: ExportFormat = Field(
         strict=False,
         description="vllm: the LoRA adapter for `vllm serve --lora-modules` and SGLang's `--lora-paths`; ollama: a "
-        "Modelfile bundle for `ollama create`; merged: the base with the adapter merged in (a full model folder).",
+        "Modelfile bundle for `ollama create`; merged: the base with the adapter merged in (a full model folder); "
+        "gguf: for a fine-tune of a GGUF base, that file with the adapter merged in (other bases: 409).",
     )
 
 

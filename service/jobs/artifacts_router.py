@@ -20,8 +20,8 @@ from service.errors import Conflict, NotFound
 from service.jobs import service
 from service.jobs.models import Job
 from service.providers.local.artifacts import Artifact, archive_filename
+from service.providers.local.errors import LocalTrainingError
 from service.providers.local.exports import (
-    ExportError,
     ExportStatus,
     ExportTarget,
     export_commands,
@@ -141,10 +141,12 @@ def _export_out(settings: Settings, job: Job, target: ExportTarget, status: Expo
     status_code=202,
     response_model=ExportOut,
     responses={200: {"model": ExportOut, "description": "The export is ready"}, **problem_responses(401, 404, 409, 422)},
-    summary="Build an export of a local fine-tune (vLLM/SGLang adapter, Ollama bundle, merged model)",
+    summary="Build an export of a local fine-tune (vLLM/SGLang adapter, Ollama bundle, merged model, GGUF)",
     description="Starts the build outside the request and answers 202 with status `building`; poll "
     "`GET /v1/jobs/{job_id}/exports/{format}` until it is `ready`, then download its `artifact`. Asking again for an "
-    "export that is ready answers 200 with it; one that failed is built again. Builds are cached beside the run.",
+    "export that is ready answers 200 with it; one that failed is built again. Builds are cached beside the run. "
+    "409 `export_unavailable` when the job has no adapter (not a succeeded local job) or the format does not apply "
+    "(GGUF needs a GGUF base).",
 )
 def create_export(
     job_id: str, body: ExportCreate, response: Response, caller: CallerDep, session: SessionDep, settings: SettingsDep
@@ -153,7 +155,7 @@ def create_export(
     target = _export_target(session, settings, job)
     try:
         status = start_export(target, body.format.value, archive=archive_filename(job.id, body.format.value))
-    except ExportError as exc:
+    except LocalTrainingError as exc:  # no adapter, or no such export for this base: nothing was started
         raise Conflict(str(exc), code="export_unavailable") from exc
     if status.state == "ready":
         response.status_code = 200

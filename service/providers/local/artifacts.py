@@ -24,7 +24,7 @@ from typing import Literal
 from .checkpoints import CHECKPOINTS_DIR, STATE_FILE, atomic_write_text
 from .exports import export_path, ready_marker
 
-ArtifactKind = Literal["adapter", "merged_model", "checkpoint", "vllm_adapter", "ollama_bundle"]
+ArtifactKind = Literal["adapter", "merged_model", "checkpoint", "vllm_adapter", "ollama_bundle", "gguf_model"]
 
 ADAPTER_NAME = "adapter"
 MERGED_NAME = "merged"
@@ -154,7 +154,7 @@ def _candidates(output_dir: Path) -> list[tuple[str, ArtifactKind, Path]]:
     if (output_dir / MERGED_NAME / "config.json").is_file():
         found.append((MERGED_NAME, "merged_model", output_dir / MERGED_NAME))
     # Exports are renamed into place whole, like the trainer's folders; a merged export is the folder above.
-    for export, kind in (("vllm", "vllm_adapter"), ("ollama", "ollama_bundle")):
+    for export, kind in (("vllm", "vllm_adapter"), ("ollama", "ollama_bundle"), ("gguf", "gguf_model")):
         folder = export_path(output_dir, export)
         if (folder / ready_marker(export)).is_file():
             found.append((export, kind, folder))

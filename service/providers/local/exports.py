@@ -11,11 +11,14 @@
   it when asked (``merge_adapter``); otherwise it is computed here from base + adapter, which loads the whole model, so
   it is built outside the request that asks for it (``start_export``) and the artifact appears when it is complete.
 
-No GGUF export: the ``gguf`` package (ggml-org's own, maintained) writes and reads GGUF files and maps tensor names,
-but the per-architecture conversion (llama.cpp's ``convert_hf_to_gguf.py`` / ``convert_lora_to_gguf.py``: tensor
-permutations, tokenizer vocabularies, hyperparameter keys) ships only as scripts in the llama.cpp repository, in no
-maintained package; a private copy of that logic is exactly what the design forbids. Ollama converts the safetensors
-adapter to its own GGUF at ``ollama create`` time, so the Ollama bundle needs none.
+- ``gguf``: for a fine-tune of a GGUF base (the default alias is one), that file with the adapter merged into the
+  tensors it touches (written as F16; every other tensor and all metadata, tokenizer included, copied as they are),
+  plus a Modelfile: llama.cpp (``llama-server -m``) and Ollama load it. Built with the ``gguf`` package (ggml-org's
+  own reader, writer, quantisation and tensor-name map), the way its ``gguf_new_metadata`` script rewrites a file.
+  Other bases have no GGUF export: making one from safetensors needs llama.cpp's per-architecture converter
+  (``convert_hf_to_gguf.py`` / ``convert_lora_to_gguf.py``: tokenizer vocabularies, hyperparameter keys, tensor
+  layouts), which ships only as scripts in the llama.cpp repository, in no maintained package; the Ollama bundle needs
+  none (Ollama converts the safetensors adapter itself at ``ollama create``).
 
 Names: vLLM and SGLang take any string, so the fine-tune keeps its OpenAI-format name (``ft:...``) there; Ollama's
 names allow no ``:`` inside the model part, so it gets ``ollama_name``. Nothing here imports torch at module level: the
@@ -37,13 +40,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from .base_models import BaseModelSource, converted_gguf_dir, resolve_base_model
 from .checkpoints import atomic_write_text
 from .errors import LocalTrainingError
 
-ExportFormat = Literal["vllm", "ollama", "merged"]
+ExportFormat = Literal["vllm", "ollama", "merged", "gguf"]
 EXPORT_FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
 ExportState = Literal["not_started", "building", "ready", "failed"]
 
@@ -51,6 +54,10 @@ ADAPTER_DIR = "adapter"  # the trainer's output/adapter, and the adapter inside 
 MERGED_DIR = "merged"  # the same folder the trainer writes with merge_adapter
 EXPORTS_DIR = "exports"  # output/exports/<format> for the bundles, with their locks and error reports
 MODELFILE = "Modelfile"
+GGUF_FILE = "model.gguf"
+# GGUF architectures whose tensor layout we reproduce, and verify against transformers' reader: llama.cpp's converter
+# stores llama's q/k projections with the rotary halves interleaved per head, so a delta is permuted the same way.
+GGUF_PERMUTED_QK = {"llama": True}
 USAGE_FILE = "USAGE.md"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # A base folder carries weights in several formats at times; a bundle needs the safetensors and what describes them.
@@ -105,7 +112,9 @@ def export_path(output_dir: Path, fmt: ExportFormat) -> Path:
 
 
 def ready_marker(fmt: ExportFormat) -> str:
-    return {"vllm": f"{ADAPTER_DIR}/adapter_config.json", "ollama": MODELFILE, "merged": "config.json"}[fmt]
+    return {"vllm": f"{ADAPTER_DIR}/adapter_config.json", "ollama": MODELFILE, "merged": "config.json", "gguf": GGUF_FILE}[
+        fmt
+    ]
 
 
 def ollama_name(model_name: str) -> str:
@@ -135,6 +144,9 @@ def usage_commands(fmt: ExportFormat, *, model_name: str, base: str, archive: st
     if fmt == "ollama":
         name = ollama_name(model_name)
         return [unpack, f"cd ollama && ollama create {name} -f {MODELFILE}", f"ollama run {name}"]
+    if fmt == "gguf":
+        name = ollama_name(model_name)
+        return [unpack, f"llama-server -m gguf/{GGUF_FILE}", f"cd gguf && ollama create {name} -f {MODELFILE}"]
     return [
         unpack,
         'python -c "from transformers import pipeline; '
@@ -246,11 +258,11 @@ def build_vllm(target: ExportTarget, archive: str) -> Path:
     return _place(export_path(target.output_dir, "vllm"), write)
 
 
-def modelfile_text(*, from_: str, adapter: str, chat_template: str | None, model_name: str) -> str:
+def modelfile_text(*, from_: str, adapter: str | None, chat_template: str | None, model_name: str) -> str:
     """A Modelfile per Ollama's reference: instructions (case-insensitive) with their arguments; multi-line values in
     triple quotes. A ChatML chat template becomes Ollama's TEMPLATE and stop words; other templates are left to
     Ollama, which reads the base's own template when it imports the base."""
-    lines = [f"# {model_name}", f"FROM {from_}", f"ADAPTER {adapter}"]
+    lines = [f"# {model_name}", f"FROM {from_}", *([f"ADAPTER {adapter}"] if adapter else [])]
     if chat_template and "<|im_start|>" in chat_template and "<|im_end|>" in chat_template:
         lines += [
             'TEMPLATE """{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
@@ -331,11 +343,131 @@ def build_merged(target: ExportTarget, archive: str) -> Path:
     return _place(export_path(target.output_dir, "merged"), write)
 
 
+def _gguf_base(target: ExportTarget) -> BaseModelSource:
+    source = resolve_base_model(target.base_spec())
+    if source.kind != "gguf":
+        raise ExportError(
+            f"A GGUF export is made from a GGUF base model; this fine-tune's base '{source.spec}' is a {source.kind} "
+            "model, and converting safetensors to GGUF needs llama.cpp's convert_hf_to_gguf.py (no maintained package "
+            "ships it): run it on the merged export"
+        )
+    return source
+
+
+def _lora_deltas(adapter_dir: Path, config: dict) -> dict[str, Any]:
+    """{transformers weight name: scale * B @ A} (float32 numpy) for every LoRA pair of a plain LoRA adapter."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    if config.get("use_dora") or config.get("rank_pattern") or config.get("alpha_pattern") or config.get("modules_to_save"):
+        raise ExportError("A GGUF export merges plain LoRA adapters only (no DoRA, per-module ranks or saved modules)")
+    rank = int(config["r"])
+    scale = float(config["lora_alpha"]) / (rank**0.5 if config.get("use_rslora") else rank)
+    weights = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    deltas: dict[str, Any] = {}
+    for key, a in weights.items():
+        if not key.endswith(".lora_A.weight"):
+            if not key.endswith(".lora_B.weight"):
+                raise ExportError(f"A GGUF export merges LoRA weights only; the adapter also has {key}")
+            continue
+        module = key.removesuffix(".lora_A.weight").removeprefix("base_model.model.")
+        b = weights[key.replace(".lora_A.", ".lora_B.")]
+        deltas[f"{module}.weight"] = scale * (b.astype(np.float32) @ a.astype(np.float32))
+    return deltas
+
+
+def _permute_rows(weights: Any, n_head: int) -> Any:
+    # llama.cpp's LlamaModel.permute: within each head, the two rotary halves are interleaved.
+    return weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(
+        weights.shape
+    )
+
+
+def merge_into_gguf(base_gguf: Path, deltas: dict[str, Any], out: Path) -> list[str]:
+    """Write `base_gguf` to `out` with each delta (keyed by transformers weight name) added to its tensor, which is
+    written as F16; returns the GGUF names changed. One tensor is in memory at a time."""
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(str(base_gguf))
+    arch = str(reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
+    if arch not in GGUF_PERMUTED_QK:
+        raise ExportError(f"A GGUF export supports the {', '.join(GGUF_PERMUTED_QK)} architecture; {base_gguf} is {arch}")
+    arch_id = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
+
+    def field(key: str, default: Any = None) -> Any:
+        found = reader.fields.get(key.format(arch=arch))
+        return found.contents() if found is not None else default
+
+    n_head = int(field(gguf.Keys.Attention.HEAD_COUNT))
+    n_head_kv = int(field(gguf.Keys.Attention.HEAD_COUNT_KV, n_head))
+    names = gguf.get_tensor_name_map(arch_id, int(field(gguf.Keys.LLM.BLOCK_COUNT)))
+    by_gguf: dict[str, Any] = {}
+    for hf_name, delta in deltas.items():
+        name = names.get_name(hf_name, try_suffixes=(".weight",))
+        if name is None:
+            raise ExportError(f"{base_gguf} has no tensor for the adapted weight {hf_name}")
+        if GGUF_PERMUTED_QK[arch] and name.endswith(("attn_q.weight", "attn_k.weight")):
+            delta = _permute_rows(delta, n_head if name.endswith("attn_q.weight") else n_head_kv)
+        by_gguf[name] = delta
+    tensors = {t.name: t for t in reader.tensors}
+    if missing := sorted(set(by_gguf) - set(tensors)):
+        raise ExportError(f"{base_gguf} lacks the tensors {', '.join(missing[:5])}")
+
+    writer = gguf.GGUFWriter(str(out), arch)
+    for f in reader.fields.values():
+        # As gguf_new_metadata does: the writer adds the architecture and the GGUF.* header fields itself.
+        if f.name == gguf.Keys.General.ARCHITECTURE or f.name.startswith("GGUF."):
+            continue
+        kind = f.types[0]
+        writer.add_key_value(f.name, f.contents(), kind, sub_type=f.types[-1] if kind == gguf.GGUFValueType.ARRAY else None)
+    for t in reader.tensors:
+        if t.name in by_gguf:
+            shape = by_gguf[t.name].shape
+            writer.add_tensor_info(t.name, shape, np.dtype(np.float16), int(np.prod(shape)) * 2)
+        else:
+            writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for t in reader.tensors:
+        if t.name in by_gguf:
+            merged = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32) + by_gguf[t.name]
+            writer.write_tensor_data(merged.astype(np.float16))
+        else:
+            writer.write_tensor_data(t.data, tensor_endianess=reader.endianess)
+    writer.close()
+    return sorted(by_gguf)
+
+
+def build_gguf(target: ExportTarget, archive: str) -> Path:
+    source = _gguf_base(target)
+    deltas = _lora_deltas(target.adapter_dir, target.adapter_config())
+
+    def write(tmp: Path) -> None:
+        merge_into_gguf(Path(source.location), deltas, tmp / GGUF_FILE)
+        modelfile = modelfile_text(
+            from_=f"./{GGUF_FILE}",
+            adapter=None,
+            chat_template=_chat_template(target.adapter_dir),
+            model_name=target.model_name,
+        )
+        (tmp / MODELFILE).write_text(modelfile)
+        commands = usage_commands("gguf", model_name=target.model_name, base="", archive=archive, lora_rank=None)
+        notes = [f"`{target.model_name}` merged into its GGUF base `{source.spec}` (adapted tensors in F16)."]
+        (tmp / USAGE_FILE).write_text(_usage_text(f"Running {target.model_name} with llama.cpp or Ollama", commands, notes))
+
+    return _place(export_path(target.output_dir, "gguf"), write)
+
+
 BUILDERS: dict[ExportFormat, Callable[[ExportTarget, str], Path]] = {
     "vllm": build_vllm,
     "ollama": build_ollama,
     "merged": build_merged,
+    "gguf": build_gguf,
 }
+# Checks cheap enough to answer in the request that asks for an export.
+PREFLIGHT: dict[ExportFormat, Callable[[ExportTarget], object]] = {"gguf": _gguf_base}
 
 
 # ----- state: ready (the folder), building (a held lock), failed (an error report), else not started -----
@@ -386,6 +518,8 @@ def start_export(target: ExportTarget, fmt: ExportFormat, *, archive: str, wait:
     holds the export's file lock while it builds, so a crash leaves no stale lock and the next request starts over.
     A failure is kept as an error report until the next start. `wait` builds in the calling thread (CLI, tests)."""
     target.adapter_config()  # no adapter, no export: say so now rather than from a thread
+    if fmt in PREFLIGHT:
+        PREFLIGHT[fmt](target)
     status = export_status(target.output_dir, fmt)
     if status.state in ("ready", "building"):
         return status

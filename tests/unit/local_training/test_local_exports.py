@@ -158,7 +158,7 @@ def run_output(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 def built(run_output: Path) -> dict[str, Path]:
     target = ex.ExportTarget(output_dir=run_output, model_name=MODEL_NAME, cache_dir=run_output.parent / "cache")
     paths = {}
-    for fmt in ex.EXPORT_FORMATS:
+    for fmt in ("vllm", "ollama", "merged"):  # a folder base has no GGUF export
         status = ex.start_export(target, fmt, archive=f"job_01EXPORTTEST-{fmt}.tar", wait=True)
         assert status.state == "ready", status
         paths[fmt] = status.path
@@ -344,7 +344,7 @@ def test_exports_over_the_api(client, project, other_project, worker, tiny_model
 
     listed = client.get(f"/v1/jobs/{job_id}/exports", headers=h)
     assert listed.status_code == 200, listed.text
-    assert {e["format"] for e in listed.json()["data"]} == {"vllm", "ollama", "merged"}
+    assert {e["format"] for e in listed.json()["data"]} == {"vllm", "ollama", "merged", "gguf"}
 
     for fmt, kind in (("vllm", "vllm_adapter"), ("ollama", "ollama_bundle"), ("merged", "merged_model")):
         started = client.post(f"/v1/jobs/{job_id}/exports", json={"format": fmt}, headers=h)
@@ -375,9 +375,108 @@ def test_exports_over_the_api(client, project, other_project, worker, tiny_model
     artifacts = {a["name"]: a["kind"] for a in client.get(f"/v1/jobs/{job_id}/artifacts", headers=h).json()["data"]}
     assert artifacts == {"adapter": "adapter", "vllm": "vllm_adapter", "ollama": "ollama_bundle", "merged": "merged_model"}
 
-    # Problems: another project's job is not found; an unknown format is invalid.
+    # Problems: a folder base has no GGUF export (and says why); another project's job is not found; an unknown
+    # format is invalid.
+    no_gguf = client.post(f"/v1/jobs/{job_id}/exports", json={"format": "gguf"}, headers=h)
+    assert no_gguf.status_code == 409 and no_gguf.json()["code"] == "export_unavailable"
+    assert "convert_hf_to_gguf" in no_gguf.json()["detail"]
+    assert client.get(f"/v1/jobs/{job_id}/exports/gguf", headers=h).json()["status"] == "not_started"
     other = client.post(f"/v1/jobs/{job_id}/exports", json={"format": "vllm"}, headers=other_project["headers"])
     assert other.status_code == 404 and other.json()["code"] == "job_not_found"
-    bad = client.post(f"/v1/jobs/{job_id}/exports", json={"format": "gguf"}, headers=h)
+    bad = client.post(f"/v1/jobs/{job_id}/exports", json={"format": "onnx"}, headers=h)
     assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
-    assert client.get(f"/v1/jobs/{job_id}/exports/gguf", headers=h).status_code == 422
+    assert client.get(f"/v1/jobs/{job_id}/exports/onnx", headers=h).status_code == 422
+
+
+# ----- GGUF: a fine-tune of a GGUF base, merged back into that file -----
+
+ADAPTED_LAYERS = [0, 13, 29]
+
+
+@pytest.fixture(scope="module")
+def smollm2_adapter(tmp_path_factory: pytest.TempPathFactory) -> tuple[ex.ExportTarget, Any, Path]:
+    """A random (untrained) LoRA adapter on every linear layer of the packaged SmolLM2 GGUF, as the trainer saves one."""
+    pytest.importorskip("gguf")
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from service.providers.local.base_models import SMOLLM2_ALIAS, BaseModelError, convert_gguf, resolve_base_model
+
+    try:
+        source = resolve_base_model(SMOLLM2_ALIAS)
+    except BaseModelError as exc:
+        pytest.skip(str(exc))
+    root = tmp_path_factory.mktemp("gguf-export")
+    folder = convert_gguf(Path(source.location), root / "cache")[0]
+    base = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    torch.manual_seed(0)
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        # q and k (stored permuted in GGUF), v and an MLP projection, in a few layers: enough to see every mapping,
+        # few enough that dequantising them stays cheap.
+        target_modules=["q_proj", "k_proj", "v_proj", "down_proj"],
+        layers_to_transform=ADAPTED_LAYERS,
+        init_lora_weights=False,  # B is random too, so the adapter changes every adapted layer
+    )
+    model = get_peft_model(base, config)
+    model.peft_config["default"].base_model_name_or_path = SMOLLM2_ALIAS
+    model.save_pretrained(str(root / "output" / "adapter"))
+    AutoTokenizer.from_pretrained(str(folder)).save_pretrained(str(root / "output" / "adapter"))
+    model.eval()
+    target = ex.ExportTarget(output_dir=root / "output", model_name=MODEL_NAME, cache_dir=root / "cache")
+    return target, model, folder
+
+
+@pytest.mark.timeout(600)  # dequantises a 135M model twice (the base for peft, the export for transformers)
+def test_a_gguf_base_gets_a_gguf_with_the_adapter_merged_in(smollm2_adapter: tuple[ex.ExportTarget, Any, Path]) -> None:
+    import gguf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target, adapted, folder = smollm2_adapter
+    status = ex.start_export(target, "gguf", archive="job-gguf.tar", wait=True)
+    assert status.state == "ready", status
+    # transformers reads GGUF on its own (its llama reader undoes llama.cpp's q/k layout): the file answers like the
+    # adapter on the dequantised base the run trained on, within the F16 rounding of the adapted tensors.
+    from_gguf = AutoModelForCausalLM.from_pretrained(str(status.path), gguf_file=ex.GGUF_FILE, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What colour is the sky?"}], add_generation_prompt=True, return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]  # fmt: skip
+    with adapted.disable_adapter(), torch.no_grad():
+        base_logits = adapted(prompt).logits
+    adapter_logits, adapter_tokens = _logits_and_greedy(adapted, prompt)
+    gguf_logits, gguf_tokens = _logits_and_greedy(from_gguf, prompt)
+    effect = (adapter_logits - base_logits).abs().max()
+    error = (gguf_logits - adapter_logits).abs().max()
+    assert effect > 1.0 and error < 0.02 * effect, (float(effect), float(error))
+    assert gguf_tokens == adapter_tokens
+
+    # Everything but the adapted tensors is the base file's, byte for byte: metadata, tokenizer, embeddings.
+    base_reader = gguf.GGUFReader(str(resolve_base_model_location(target)))
+    out_reader = gguf.GGUFReader(str(status.path / ex.GGUF_FILE))
+    assert list(out_reader.fields["tokenizer.ggml.tokens"].contents()) == list(
+        base_reader.fields["tokenizer.ggml.tokens"].contents()
+    )
+    base_tensors = {t.name: t for t in base_reader.tensors}
+    changed = {t.name for t in out_reader.tensors if t.tensor_type == gguf.GGMLQuantizationType.F16}
+    assert changed == {f"blk.{i}.{m}.weight" for i in ADAPTED_LAYERS for m in ("attn_q", "attn_k", "attn_v", "ffn_down")}
+    for t in out_reader.tensors:
+        if t.name not in changed:
+            assert t.tensor_type == base_tensors[t.name].tensor_type and bytes(t.data) == bytes(base_tensors[t.name].data)
+    parsed = parse_modelfile((status.path / "Modelfile").read_text())
+    assert parsed[0] == ("from", ["./model.gguf"]) and "adapter" not in {name for name, _ in parsed}
+
+
+def resolve_base_model_location(target: ex.ExportTarget) -> Path:
+    from service.providers.local.base_models import resolve_base_model
+
+    return Path(resolve_base_model(target.base_spec()).location)
+
+
+def test_other_bases_have_no_gguf_export_and_are_told_why(built: dict[str, Path], run_output: Path) -> None:
+    target = ex.ExportTarget(output_dir=run_output, model_name=MODEL_NAME, cache_dir=run_output.parent / "cache")
+    with pytest.raises(ex.ExportError, match="convert_hf_to_gguf"):
+        ex.start_export(target, "gguf", archive="a.tar")
+    assert ex.export_status(run_output, "gguf").state == "not_started"
