@@ -96,7 +96,7 @@ def download_artifact(
 
 
 def _export_target(session: Session, settings: Settings, job: Job) -> ExportTarget:
-    from service.providers.local_provider import LocalProvider, output_dir
+    from service.providers.local_provider import LocalProvider, output_dir, run_artifacts
 
     if job.provider != LocalProvider.name or not job.provider_job_id:
         raise Conflict(
@@ -109,10 +109,12 @@ def _export_target(session: Session, settings: Settings, job: Job) -> ExportTarg
             f"job {job.id!r} is {job.status.value}: exports exist once it has succeeded", code="export_unavailable"
         )
     # The same conversion cache the trainer and the inference runtime use for GGUF bases.
+    run_id = job.provider_job_id
     return ExportTarget(
-        output_dir=output_dir(settings, job.provider_job_id),
+        output_dir=output_dir(settings, run_id),
         model_name=fine_tune_name(session, job),
         cache_dir=settings.data_dir / "cache",
+        on_ready=lambda: run_artifacts(settings, run_id),  # checksums the new archive once, in the builder
     )
 
 

@@ -79,6 +79,9 @@ class ExportTarget:
     output_dir: Path
     model_name: str  # OpenAI-format name, ``ft:...``
     cache_dir: Path
+    # Run by the builder once the export is in place, still under its lock (the API computes the download's checksum
+    # there, so the first request for a large export does not).
+    on_ready: Callable[[], object] | None = None
 
     @property
     def adapter_dir(self) -> Path:
@@ -497,10 +500,10 @@ def _is_building(output_dir: Path, fmt: ExportFormat) -> bool:
 def export_status(output_dir: Path, fmt: ExportFormat) -> ExportStatus:
     output_dir = Path(output_dir)
     folder = export_path(output_dir, fmt)
+    if _is_building(output_dir, fmt):  # first: a folder in place may still be getting its checksum
+        return ExportStatus(fmt, "building")
     if (folder / ready_marker(fmt)).is_file():
         return ExportStatus(fmt, "ready", path=folder)
-    if _is_building(output_dir, fmt):
-        return ExportStatus(fmt, "building")
     try:
         report = json.loads(_error_path(output_dir, fmt).read_text())
         return ExportStatus(
@@ -542,10 +545,15 @@ def start_export(target: ExportTarget, fmt: ExportFormat, *, archive: str, wait:
             handle.close()
             return export_status(target.output_dir, fmt)
         _error_path(target.output_dir, fmt).unlink(missing_ok=True)
+        final = export_path(target.output_dir, fmt)
+        for leftover in final.parent.glob(f".{final.name}.tmp-*"):  # of a build whose process died
+            shutil.rmtree(leftover, ignore_errors=True)
 
     def build() -> None:
         try:
             BUILDERS[fmt](target, archive)
+            if target.on_ready is not None:
+                target.on_ready()
         except Exception as exc:  # reported on the export; the next start tries again
             report = {"message": f"{type(exc).__name__}: {exc}" if not isinstance(exc, ExportError) else str(exc)}
             report["at"] = datetime.now(UTC).isoformat()

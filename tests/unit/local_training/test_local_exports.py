@@ -273,10 +273,14 @@ def test_exports_are_not_rebuilt_and_a_failure_is_reported_then_retried(run_outp
         "base_model_name_or_path"
     ]
     (output / "adapter" / "adapter_config.json").write_text(json.dumps(config))
+    (output / "exports" / ".vllm.tmp-0dead000").mkdir()  # what a build whose process died leaves
+    readied: list[bool] = []
+    target = ex.ExportTarget(output, MODEL_NAME, tmp_path / "cache", on_ready=lambda: readied.append(True))
     ready = ex.start_export(target, "vllm", archive="a.tar", wait=True)
-    assert ready.state == "ready" and ex.export_status(output, "vllm").error is None
+    assert ready.state == "ready" and ex.export_status(output, "vllm").error is None and readied == [True]
+    assert not (output / "exports" / ".vllm.tmp-0dead000").exists()
     stamp = (ready.path / "adapter" / "adapter_config.json").stat().st_mtime_ns
-    assert ex.start_export(target, "vllm", archive="a.tar", wait=True).state == "ready"
+    assert ex.start_export(target, "vllm", archive="a.tar", wait=True).state == "ready" and readied == [True]
     assert (ready.path / "adapter" / "adapter_config.json").stat().st_mtime_ns == stamp  # cached, not rebuilt
 
     with pytest.raises(ex.ExportError, match="no adapter"):
