@@ -15,6 +15,12 @@ from api_schemas.work import LastError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 
+# Chat-completion parameters the service sets itself (or that would break one answer per request): a candidate's
+# ``params`` cannot set them.
+RESERVED_PARAMS = frozenset(
+    {"model", "messages", "stream", "n", "extra_headers", "extra_query", "extra_body", "timeout"}
+)
+
 
 class EvaluationStatus(StrEnum):
     queued = "queued"
@@ -47,10 +53,9 @@ class _CandidateBase(RequestModel):
     @field_validator("params")
     @classmethod
     def _not_the_request_itself(cls, v: dict[str, Any]) -> dict[str, Any]:
-        # The service sets these on every request; a second value would break the call, not change it.
-        reserved = sorted(v.keys() & {"model", "messages", "stream"})
+        reserved = sorted(v.keys() & RESERVED_PARAMS)
         if reserved:
-            raise ValueError(f"params cannot set {', '.join(reserved)}")
+            raise ValueError(f"params cannot set {', '.join(reserved)} (the service sets them)")
         return v
 
 

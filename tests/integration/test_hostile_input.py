@@ -138,6 +138,10 @@ def test_deep_nesting_is_422_not_500(client, project):
             "candidates.0.model.params",
         ),
         (
+            _evaluation_body(candidates=[{"kind": "model", "name": "b", "model": BASE, "params": {"n": 2}}]),
+            "candidates.0.model.params",
+        ),
+        (
             _evaluation_body(graders=[{"type": "exact_match", "normalization": {"strip": 1}}]),
             "graders.0.exact_match.normalization.strip",
         ),
@@ -216,6 +220,18 @@ def test_json_schema_grader_never_reads_a_file_even_from_a_stored_spec(tmp_path)
     score = grader.grade(Sample(output='{"a": 1}', reference=None, messages=[], key="test:0"))
     assert "the-secret-value" not in json.dumps(score.model_dump())
     assert score.value is None and score.error
+
+
+def test_a_served_answer_with_lone_surrogates_or_nul_is_stored_readable():
+    """A hostile endpoint's answer ("\\ud800" is a valid JSON escape) must not fail the sample's insert on every
+    retry, nor every later read of the samples."""
+    from service.evaluations.generation.types import GenResult
+
+    result = GenResult(key="k", ok=True, output="a\ud800b\x00c", model="m\udfff", total_s=0.0, attempts=1)
+    assert result.output is not None and result.model is not None
+    result.output.encode("utf-8")  # raises if a surrogate is left
+    result.model.encode("utf-8")
+    assert "\x00" not in result.output and result.output.startswith("a") and result.output.endswith("c")
 
 
 # -- reading survives stored values -----------------------------------------------------------------------------------

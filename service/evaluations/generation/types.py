@@ -6,13 +6,26 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api_schemas.evaluations import RESERVED_PARAMS as _RESERVED_PARAMS
 from service.providers.openai.client import ClientConfig
 from service.providers.openai.errors import ErrorKind
 
-# Parameters the runner owns or that would break one-answer-per-request bookkeeping.
-_RESERVED_PARAMS = frozenset(
-    {"model", "messages", "stream", "n", "extra_headers", "extra_query", "extra_body", "timeout"}
-)
+
+def storable_text(text: str | None) -> str | None:
+    """``text`` as a database and a JSON response can hold it. A server's answer may carry lone surrogates (valid
+    JSON escapes such as ``\\ud800``, but not characters) or NUL, which would fail the sample's insert on every retry
+    (PostgreSQL, SQLite) or every later read of it; each becomes U+FFFD."""
+    if text is None or ("\x00" not in text and (text.isascii() or text.isprintable() or _encodes(text))):
+        return text
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").replace("\x00", "\ufffd")
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class GenRequest(BaseModel):
@@ -55,6 +68,11 @@ class GenResult(BaseModel):
     error_kind: ErrorKind | None = None
     status_code: int | None = None
     request_id: str | None = None
+
+    @field_validator("output", "finish_reason", "refusal", "model", "error", "request_id")
+    @classmethod
+    def _storable(cls, v: str | None) -> str | None:
+        return storable_text(v)
 
 
 class RateLimits(BaseModel):
