@@ -114,10 +114,17 @@ def export_path(output_dir: Path, fmt: ExportFormat) -> Path:
     return output_dir / MERGED_DIR if fmt == "merged" else output_dir / EXPORTS_DIR / fmt
 
 
+# The file whose presence says an export's folder is one (folders are renamed into place whole).
+_READY_MARKERS: dict[ExportFormat, str] = {
+    "vllm": f"{ADAPTER_DIR}/adapter_config.json",
+    "ollama": MODELFILE,
+    "merged": "config.json",
+    "gguf": GGUF_FILE,
+}
+
+
 def ready_marker(fmt: ExportFormat) -> str:
-    return {"vllm": f"{ADAPTER_DIR}/adapter_config.json", "ollama": MODELFILE, "merged": "config.json", "gguf": GGUF_FILE}[
-        fmt
-    ]
+    return _READY_MARKERS[fmt]
 
 
 def ollama_name(model_name: str) -> str:
@@ -154,7 +161,7 @@ def usage_commands(fmt: ExportFormat, *, model_name: str, base: str, archive: st
         unpack,
         'python -c "from transformers import pipeline; '
         "print(pipeline('text-generation', model='merged')([{'role': 'user', 'content': 'Hello'}]))\"",
-        "vllm serve merged",
+        f"vllm serve merged --served-model-name {shlex.quote(model_name)}",
     ]
 
 
