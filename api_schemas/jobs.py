@@ -37,6 +37,30 @@ class JobMethod(RequestModel):
     )
 
 
+# OpenAI documents at most 16 metadata pairs on a job (keys up to 64 characters, values up to 512). The service tags
+# every provider job with one pair of its own, ``RESERVED_METADATA_KEY`` = our job id: that is how a retry finds the
+# job a provider created before a crash instead of creating a second one. So a user gives at most 15 pairs, on every
+# provider alike, so that a recipe accepted by one provider is accepted by the others unchanged.
+PROVIDER_METADATA_PAIRS = 16
+RESERVED_METADATA_KEY = "finetune_job_id"
+USER_METADATA_PAIRS = PROVIDER_METADATA_PAIRS - 1
+
+
+def check_job_metadata(v: dict[str, str]) -> dict[str, str]:
+    """The metadata rule of a job (``JobCreate`` and the OpenAI-shaped ``POST /v1/fine_tuning/jobs``)."""
+    if len(v) > USER_METADATA_PAIRS:
+        raise ValueError(
+            f"at most {USER_METADATA_PAIRS} metadata pairs ({len(v)} given): providers accept "
+            f"{PROVIDER_METADATA_PAIRS} and the service adds its own {RESERVED_METADATA_KEY!r} to every job"
+        )
+    if RESERVED_METADATA_KEY in v:
+        raise ValueError(f"metadata key {RESERVED_METADATA_KEY!r} is reserved: the service tags every job with it")
+    for key, value in v.items():
+        if len(key) > 64 or len(value) > 512:
+            raise ValueError(f"metadata {key!r}: keys up to 64 characters, values up to 512")
+    return v
+
+
 class JobCreate(RequestModel):
     training_dataset_id: str
     validation_dataset_id: str | None = None
@@ -45,7 +69,11 @@ class JobCreate(RequestModel):
     method: JobMethod = Field(default_factory=JobMethod)
     suffix: str | None = Field(default=None, min_length=1, max_length=64)
     seed: int | None = Field(default=None, ge=0, le=2147483647)
-    metadata: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description=f"At most {USER_METADATA_PAIRS} pairs (keys up to 64 characters, values up to 512): providers "
+        f"accept {PROVIDER_METADATA_PAIRS} and the service adds {RESERVED_METADATA_KEY!r} to find the job again.",
+    )
     max_cost_usd: Decimal | None = Field(
         default=None,
         gt=0,
@@ -63,13 +91,7 @@ class JobCreate(RequestModel):
     @field_validator("metadata")
     @classmethod
     def _metadata_limits(cls, v: dict[str, str]) -> dict[str, str]:
-        # OpenAI's limits, applied to every provider so a recipe moves between them unchanged.
-        if len(v) > 16:
-            raise ValueError("at most 16 metadata pairs")
-        for key, value in v.items():
-            if len(key) > 64 or len(value) > 512:
-                raise ValueError(f"metadata {key!r}: keys up to 64 characters, values up to 512")
-        return v
+        return check_job_metadata(v)
 
 
 class JobError(BaseModel):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
+
+from api_schemas.jobs import check_job_metadata
 
 Auto = Literal["auto"]
 
@@ -113,9 +115,16 @@ class OpenAIFineTuningJobCreate(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=2147483647)
     metadata: dict[str, str] | None = None
     hyperparameters: OpenAIHyperparameters | None = Field(default=None, description="Deprecated by OpenAI: `method`.")
+
     method: OpenAIMethod | None = None
     integrations: list[dict[str, Any]] | None = None
     provider: str | None = Field(default=None, max_length=32, description="Not OpenAI's: which provider trains.")
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        # The job's own rule, checked here so it is answered as a 400 naming ``metadata`` before any translation.
+        return None if v is None else check_job_metadata(v)
 
 
 class OpenAIJobError(BaseModel):

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from api_schemas.jobs import JobStatus
+from api_schemas.jobs import RESERVED_METADATA_KEY, JobStatus
 from service.clock import from_unix
 from service.providers.base import (
     Capabilities,
@@ -29,7 +29,8 @@ from service.providers.openai.results import parse_result_csv
 
 log = logging.getLogger(__name__)
 
-TAG_KEY = "finetune_job_id"
+# Every job carries our id in its metadata (one of the 16 pairs OpenAI allows; users get the other 15).
+TAG_KEY = RESERVED_METADATA_KEY
 # OpenAI's single-request file limit; larger files go through the multipart Uploads API.
 SINGLE_UPLOAD_LIMIT = 512 * 1024**2
 # Bounds on every listing we walk (see ``paging``): pages of 100, so at most 10,000 events per sync.
