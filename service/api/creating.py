@@ -32,7 +32,10 @@ def respond_created(
         request_fingerprint=request_fingerprint,
         create=create,
     )
+    # Rendered before the commit: an answer that cannot be sent (a value JSON cannot carry) raises here and the
+    # request's transaction rolls back, rather than a 500 for an object that was saved anyway.
+    response = JSONResponse(body, status_code=status)
     session.commit()
     if after_commit is not None and not replayed:
         after_commit(body)
-    return JSONResponse(body, status_code=status)
+    return response

@@ -289,6 +289,31 @@ def test_a_stored_lone_surrogate_does_not_break_the_job_list(client, project, se
     assert r.json()["data"] == []
 
 
+def test_an_answer_that_cannot_be_sent_commits_nothing():
+    """The issue's ghost evaluation: the create committed, then its answer failed to render (Infinity) and the
+    client got a 500 for an object that was running. The answer is rendered before the commit now."""
+    from service.api.creating import respond_created
+    from service.api.deps import Caller
+
+    class Session:
+        commits = 0
+
+        def commit(self) -> None:
+            self.commits += 1
+
+    session = Session()
+    with pytest.raises(ValueError):
+        respond_created(
+            session,  # type: ignore[arg-type]
+            Caller(project_id="proj_x", api_key_id="key_x"),
+            idempotency_key=None,
+            route="POST /v1/things",
+            request_fingerprint="f",
+            create=lambda: (201, {"requests_per_minute": float("inf")}),
+        )
+    assert session.commits == 0
+
+
 # -- retried creates --------------------------------------------------------------------------------------------------
 
 
