@@ -275,9 +275,10 @@ def modelfile_text(*, from_: str, adapter: str | None, chat_template: str | None
     lines = [f"# {model_name}", f"FROM {from_}", *([f"ADAPTER {adapter}"] if adapter else [])]
     if chat_template and "<|im_start|>" in chat_template and "<|im_end|>" in chat_template:
         lines += [
+            # Ollama gives the system prompt as .System and may list it among .Messages too: it is written once.
             'TEMPLATE """{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
-            "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
-            '<|im_start|>assistant\n"""',
+            '{{- range .Messages }}{{- if ne .Role "system" }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n'
+            '{{ end }}{{ end }}<|im_start|>assistant\n"""',
             'PARAMETER stop "<|im_end|>"',
             'PARAMETER stop "<|im_start|>"',
         ]
