@@ -100,6 +100,16 @@ class JobError(BaseModel):
     param: str | None = None
 
 
+class ProviderAnomaly(BaseModel):
+    """A provider answer the published description allows but that makes no sense for the job: kept here, not stored
+    as a fact, and never used to compute anything (e.g. a cost)."""
+
+    code: str = Field(description="negative_trained_tokens, succeeded_without_model, failed_without_error")
+    field: str = Field(description="The provider job's field that holds the odd value.")
+    message: str
+    value: Any = Field(default=None, description="The value as the provider gave it.")
+
+
 class JobOut(BaseModel):
     object: str = "fine_tuning.job"
     id: str
@@ -128,6 +138,11 @@ class JobOut(BaseModel):
     )
     attempts: int = Field(default=0, description="Failed attempts in a row of the current step (0: it went well).")
     warnings: list[dict[str, Any]] = Field(default_factory=list)
+    provider_anomalies: list[ProviderAnomaly] = Field(
+        default_factory=list,
+        description="Values the provider gave that its description allows but that make no sense for this job "
+        "(a success without a model, a failure without an error, negative token counts).",
+    )
     requested_action: str | None = None
     rerun_of_job_id: str | None = None
     evaluation_id: str | None = None

@@ -39,6 +39,8 @@ class Job(Timestamps, WorkItem, SQLModel, table=True):
     price_table_version: str | None = Field(default=None, max_length=32)
     error: dict[str, Any] | None = json_field(None)
     warnings: list[Any] = json_field(list)
+    # Provider answers the description allows but that make no sense here (service.jobs.anomalies); NULL: none.
+    provider_anomalies: list[Any] | None = json_field(list, nullable=True)
     requested_action: str | None = Field(default=None, max_length=16, description="cancel | pause | resume, pending")
     evaluation_request: dict[str, Any] | None = json_field(None)
     evaluation_id: str | None = Field(default=None, max_length=40)

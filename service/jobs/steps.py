@@ -18,6 +18,7 @@ from service.clock import utcnow
 from service.datasets.models import Dataset
 from service.errors import InvalidInput
 from service.jobs import states
+from service.jobs.anomalies import merge, provider_anomalies
 from service.jobs.crashpoints import crash_point
 from service.jobs.lifecycle import JOBS, transition
 from service.jobs.models import Job, JobEvent
@@ -226,6 +227,10 @@ def _apply_provider_state(
     job.provider_status = pj.raw_status
     job.provider_data = pj.raw
     job.estimated_finish_at = pj.estimated_finish
+    found = provider_anomalies(pj)
+    if found:
+        log.warning("job %s: odd provider answer: %s", job.id, "; ".join(a["message"] for a in found))
+        job.provider_anomalies = merge(job.provider_anomalies, found)
     sync_events(session, job, provider)
     target = pj.status
     if target is not None and target != S(job.status):
@@ -245,12 +250,16 @@ def _apply_provider_state(
 
 
 def _finish(session: Session, job: Job, pj: ProviderJob, provider: TrainingProvider) -> None:
+    # A value flagged as an anomaly is not stored as a fact, and nothing (a cost) is computed from it.
+    odd = {a["field"] for a in provider_anomalies(pj)}
     job.fine_tuned_model = pj.fine_tuned_model
-    job.trained_tokens = pj.trained_tokens
+    job.trained_tokens = None if "trained_tokens" in odd else pj.trained_tokens
     job.finished_at = pj.finished_at or utcnow()
     if pj.error:
         job.error = {"code": pj.error.get("code"), "message": pj.error.get("message"), "param": pj.error.get("param")}
-    if pj.trained_tokens:
+    if "trained_tokens" in odd:
+        log.info("job %s: no cost computed: the provider's trained_tokens (%s) is an anomaly", job.id, pj.trained_tokens)
+    elif pj.trained_tokens:
         from service.pricing import training_cost
 
         try:

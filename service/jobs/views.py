@@ -35,6 +35,7 @@ def job_out(job: Job) -> JobOut:
         attempts=job.attempts,
         # Stored warnings are those of the moment the job was created; shutdown warnings depend on today.
         warnings=[*job.warnings, *job_serving_warnings(job.fine_tuned_model, job.warnings, utcnow().date())],
+        provider_anomalies=job.provider_anomalies or [],
         requested_action=job.requested_action,
         rerun_of_job_id=job.rerun_of_job_id,
         evaluation_id=job.evaluation_id,

@@ -109,6 +109,13 @@ class OutcomeRule:
         return all((metadata or {}).get(k) == v for k, v in (self.metadata or {}).items())
 
 
+# Odd but valid: a job whose metadata has ``emulator_odd`` set to one of these answers as the published description
+# allows but no real job would: "succeeded_without_model" (succeeded, fine_tuned_model null), "negative_trained_tokens"
+# (succeeded, trained_tokens below zero), "failed_without_error" (fails midway with error null).
+ODD_JOB_ANSWERS = ("succeeded_without_model", "negative_trained_tokens", "failed_without_error")
+ODD_JOB_KEY = "emulator_odd"
+
+
 @dataclass(frozen=True)
 class BatchOutcomeRule:
     """Force a batch whose metadata contains every pair to end as `outcome` ("failed" or "expired")."""

@@ -10,7 +10,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from . import job_params, metrics, params, training_data
-from .config import JobError
+from .config import ODD_JOB_ANSWERS, ODD_JOB_KEY, JobError
 from .errors import invalid, not_found
 from .store import CheckpointRecord, EventRecord, FileRecord, FineTunedModel, JobRecord
 
@@ -92,6 +92,11 @@ def create(core: EmulatorCore, body: dict[str, Any]) -> JobRecord:
             job.fail_error = rule.error
             job.fail_fraction = rule.fail_at
             break
+    odd = (metadata or {}).get(ODD_JOB_KEY)
+    if odd in ODD_JOB_ANSWERS:
+        job.odd = odd
+        if odd == "failed_without_error":
+            job.fail_error, job.fail_fraction = JobError(code="server_error", message="Fine-tuning failed."), 0.5
     core.store.jobs[job.id] = job
     _event(core, job, now, f"Created fine-tuning job: {job.id}")
     validating = f"Validating training file: {training_file}"
@@ -305,11 +310,14 @@ def _succeed(core: EmulatorCore, job: JobRecord, at: float) -> None:
         created_at=int(at),
     )
     core.store.files[results.id] = results
-    core.store.fine_tuned_models[name] = FineTunedModel(
-        id=name, created=int(at), owned_by=core.config.organization_id, base=job.base, job_id=job.id
-    )
-    job.fine_tuned_model = name
+    if job.odd != "succeeded_without_model":
+        core.store.fine_tuned_models[name] = FineTunedModel(
+            id=name, created=int(at), owned_by=core.config.organization_id, base=job.base, job_id=job.id
+        )
+        job.fine_tuned_model = name
     job.trained_tokens = job.tokens_per_epoch * job.n_epochs
+    if job.odd == "negative_trained_tokens":
+        job.trained_tokens = -job.trained_tokens
     job.result_files = [results.id]
     job.status = "succeeded"
     job.finished_at = int(at)
@@ -321,7 +329,7 @@ def _succeed(core: EmulatorCore, job: JobRecord, at: float) -> None:
 
 def fail(core: EmulatorCore, job: JobRecord, error: JobError, at: float) -> None:
     job.status = "failed"
-    job.error = error
+    job.error = None if job.odd == "failed_without_error" else error
     job.finished_at = int(at)
     job.estimated_finish = None
     _event(core, job, at, error.message, level="error")

@@ -119,6 +119,8 @@ class JobRecord:
     fail_fraction: float | None = None
     fail_at_step: int | None = None
     fail_error: JobError | None = None
+    # Odd but valid answers the description allows (metadata ``emulator_odd``; see config.ODD_JOB_ANSWERS).
+    odd: str | None = None
     model_tag: str = ""
     metrics_rows: list[dict[str, Any]] = field(default_factory=list)
     events: list[EventRecord] = field(default_factory=list)
