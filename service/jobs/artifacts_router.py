@@ -172,7 +172,11 @@ def create_export(
 )
 def list_exports(job_id: str, caller: CallerDep, session: SessionDep, settings: SettingsDep) -> Page[ExportOut]:
     job = service.get_job(session, caller.project_id, job_id)
-    target = _export_target(session, settings, job)
+    try:
+        target = _export_target(session, settings, job)
+    except Conflict:
+        # A job with nothing to export (hosted, or not succeeded yet) lists none, like a job with no artifacts.
+        return Page(data=[], has_more=False)
     data = [_export_out(settings, job, target, export_status(target.output_dir, f.value)) for f in ExportFormat]
     return Page(data=data, has_more=False)
 

@@ -21,6 +21,7 @@ PARAM = re.compile(r"{(\w+)(?::\w+)?}")
 FIXED_VALUES = {
     "provider": "openai",  # PUT /v1/providers/{provider}/credentials stores the caller's own credentials
     "name": "result.csv",  # a file of the job named beside it
+    "export_format": "vllm",  # an export of the job named beside it
 }
 # Routes that do not authenticate with API keys at all: a project key is neither needed nor used there.
 NOT_API_KEY_ROUTES = {
