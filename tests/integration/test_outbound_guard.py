@@ -296,6 +296,7 @@ def test_provider_credentials(guarded, model_server, chat_jsonl):  # type: ignor
     ev = _finished(g, r.json()["id"])
     assert ev["status"] == "failed" and ev["error"]["candidate"] == "b", ev  # through the Batch API: the same
     assert "loopback address 127.0.0.1 (resolved from rebind-credentials.test)" in ev["error"]["message"]
+    assert ev["error"]["code"] == "url_not_allowed", ev["error"]  # the code realtime and the API give a refused URL
     # A training job on that account fails at its first provider call, once, instead of retrying the refusal.
     r = g.post("/v1/jobs", {"training_dataset_id": dataset_id, "provider": "openai", "model": BASE})
     assert r.status_code == 201, r.text
