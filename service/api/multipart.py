@@ -19,6 +19,16 @@ from service.settings import Settings
 MAX_FIELD_BYTES = 64 * 1024
 
 
+def _storable(name: str, value: str) -> None:
+    """NUL cannot be stored (PostgreSQL refuses it in text): the same 422 as a JSON body with one."""
+    if "\x00" in value or "\x00" in name:
+        raise InvalidInput(
+            f"form field {name!r} contains a NUL character (U+0000)",
+            code="unstorable_value",
+            errors=[{"code": "nul_character", "message": "contains a NUL character (U+0000)", "field": name}],
+        )
+
+
 @dataclass
 class ParsedUpload:
     file: StagedFile | None = None
@@ -62,6 +72,7 @@ async def parse_upload(request: Request, settings: Settings, file_field: str = "
             if out.file is not None:
                 raise InvalidInput("only one file per upload", code="multiple_files")
             out.filename = dparams.get(b"filename", b"upload").decode("utf-8", "replace")[:500] or "upload"
+            _storable("filename", out.filename)
             state["stager"] = Stager(settings)
         else:
             state["buf"] = bytearray()
@@ -82,9 +93,11 @@ async def parse_upload(request: Request, settings: Settings, file_field: str = "
             out.file = stager.finish()  # type: ignore[union-attr]
         elif state["buf"] is not None and state["name"]:
             try:
-                out.fields[str(state["name"])] = bytes(state["buf"]).decode("utf-8")  # type: ignore[arg-type]
+                value = bytes(state["buf"]).decode("utf-8")  # type: ignore[arg-type]
             except UnicodeDecodeError as exc:
                 raise InvalidInput(f"form field {state['name']!r} is not UTF-8", code="invalid_field") from exc
+            _storable(str(state["name"]), value)
+            out.fields[str(state["name"])] = value
 
     parser = MultipartParser(
         params[b"boundary"],

@@ -109,6 +109,24 @@ def test_unstorable_values_are_422_naming_the_field(client, project, settings, p
     assert client.get("/v1/jobs", headers=project["headers"]).status_code == 200
 
 
+def test_nul_in_an_upload_form_is_422(client, project, chat_jsonl, settings):
+    from service.datasets.models import Dataset
+
+    h = project["headers"]
+    r = client.post("/v1/datasets", files={"file": ("t.jsonl", chat_jsonl)}, data={"format": "chat\x00"}, headers=h)
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "unstorable_value" and r.json()["errors"][0]["field"] == "format"
+    # Written by hand: HTTP clients percent-encode a NUL in a file name.
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="t\x00.jsonl"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n" + chat_jsonl + b"\r\n--b--\r\n"
+    )
+    r = client.post("/v1/datasets", content=body, headers={**h, "content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "unstorable_value" and r.json()["errors"][0]["field"] == "filename"
+    assert _count(settings, Dataset) == 0
+
+
 def test_deep_nesting_is_422_not_500(client, project):
     deep = "[" * 900 + "]" * 900
     body = '{"training_dataset_id": "ds_0", "model": "m", "method": {"hyperparameters": {"x": ' + deep + "}}}"
