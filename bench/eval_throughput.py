@@ -164,16 +164,16 @@ def run_service(base_url: str, samples: int, concurrency: int) -> dict[str, Any]
 
 def run_sequential(base_url: str, samples: int) -> dict[str, Any]:
     """The loop from OpenAI's guide, with the SDK's default retries; 429s counted on the wire."""
-    import httpx2
+    import httpx
     import openai
 
     seen_429 = 0
 
-    def count(response: httpx2.Response) -> None:
+    def count(response: httpx.Response) -> None:
         nonlocal seen_429
         seen_429 += response.status_code == 429
 
-    http = httpx2.Client(event_hooks={"response": [count]}, timeout=600)
+    http = httpx.Client(event_hooks={"response": [count]}, timeout=600)
     client = openai.OpenAI(base_url=base_url, api_key="sk-bench", http_client=http)
     failed = unretried = 0
     latencies = []

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 
-import httpx2
+import httpx
 import pytest
 from evaluations_support.recording import RecordingTransport
 from openai import AsyncOpenAI
@@ -60,7 +60,7 @@ class Wire:
             base_url=emu.base_url,
             api_key=api_key,
             timeout=timeout,
-            http_client=httpx2.AsyncClient(transport=self.transport, timeout=timeout),
+            http_client=httpx.AsyncClient(transport=self.transport, timeout=timeout),
         )
 
     async def run(self, requests, **kwargs) -> tuple[list[GenResult], object]:

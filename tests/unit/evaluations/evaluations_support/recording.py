@@ -1,11 +1,11 @@
-"""An httpx2 transport that watches the wire: requests in flight, and when each exchange started and ended."""
+"""An httpx transport that watches the wire: requests in flight, and when each exchange started and ended."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
-import httpx2
+import httpx
 
 
 @dataclass(frozen=True)
@@ -15,14 +15,14 @@ class Exchange:
     status: int
 
 
-class RecordingTransport(httpx2.AsyncBaseTransport):
+class RecordingTransport(httpx.AsyncBaseTransport):
     def __init__(self) -> None:
-        self._inner = httpx2.AsyncHTTPTransport()
+        self._inner = httpx.AsyncHTTPTransport()
         self.in_flight = 0
         self.max_in_flight = 0
         self.exchanges: list[Exchange] = []
 
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         started = time.monotonic()
