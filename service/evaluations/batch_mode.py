@@ -105,11 +105,12 @@ def _wind_down(
     then keep the answers they finished. Returns when to come back, or None once the candidate is wound down."""
     since = _parse_time(entry.get("cancel_started_at")) or utcnow()
     tries = int(entry.get("cancel_tries", 0))
-    refused: list[str] = [str(n) for n in entry.get("cancel_refused") or []]
+    # Batches (by id, or tag when never created) the provider did not cancel, with the reason: not asked again.
+    refused: dict[str, str] = dict(entry.get("cancel_refused") or {})
     out: list[BatchState] = []
     transient = False
     for state in states:
-        if state.done or (state.batch_id and any(state.batch_id in note for note in refused)):
+        if state.done or _key(state) in refused:
             out.append(state)
             continue
         try:
@@ -119,12 +120,12 @@ def _wind_down(
             if exc.transient and tries + 1 < CANCEL_TRIES:
                 transient = True
             else:
-                refused.append(f"{state.batch_id or state.tag}: {exc}")
-                log.warning("candidate %s: the provider did not cancel batch %s: %s", name, state.batch_id, exc)
+                refused[_key(state)] = str(exc)
+                log.warning("candidate %s: the provider did not cancel batch %s: %s", name, _key(state), exc)
             out.append(exc.state or state)
-    running = [s for s in out if not s.done and not any((s.batch_id or s.tag) in note for note in refused)]
+    running = [s for s in out if not s.done and _key(s) not in refused]
     if running and utcnow() - since >= CANCEL_WAIT:
-        refused += [f"{s.batch_id}: still {s.provider_status} {CANCEL_WAIT} after the cancel" for s in running]
+        refused.update({_key(s): f"still {s.provider_status} {CANCEL_WAIT} after the cancel" for s in running})
         running = []
     if transient or running:
         ctx.update_candidate(
@@ -135,28 +136,42 @@ def _wind_down(
             cancel_refused=refused,
         )
         return _later(ctx)
-    # Every batch has stopped (or the provider refused to stop it): keep what finished, nothing is submitted again.
+    # Every batch has stopped (or the provider would not stop it): keep what finished; nothing is submitted again.
+    uncollected: dict[str, str] = {}
     for state in out:
         if not state.done:
             continue
-        for result in collect(client, state):
+        try:
+            results = collect(client, state)
+        except BatchError as exc:
+            if exc.transient:
+                raise  # the run backs off and comes back
+            uncollected[_key(state)] = str(exc)
+            continue
+        for result in results:
             if getattr(result, "error_code", None) not in NOT_RUN_CODES:
                 writer.add(result)
     writer.flush()
     cancelled = [s.batch_id for s in out if s.batch_id and s.phase == "cancelled"]
-    note = "; ".join(
-        [f"cancelled at the provider: {', '.join(cancelled)}"] * bool(cancelled)
-        + [f"not cancelled by the provider (it may still run and bill): {'; '.join(refused)}"] * bool(refused)
-    )
+    notes = [f"cancelled at the provider: {', '.join(cancelled)}"] if cancelled else []
+    if refused:
+        listed = "; ".join(f"{k}: {v}" for k, v in refused.items())
+        notes.append(f"not cancelled by the provider (it may still run and bill): {listed}")
+    if uncollected:
+        notes.append("answers not collected: " + "; ".join(f"{k}: {v}" for k, v in uncollected.items()))
     ctx.update_candidate(
         name,
         phase="cancelled",
         batch_attempt=attempt,
         batches=[s.model_dump(mode="json") for s in out],
         cancel_refused=refused,
-        batch_cancel=note or "no batch was running at the provider",
+        batch_cancel=" | ".join(notes) or "no batch was running at the provider",
     )
     return None
+
+
+def _key(state: BatchState) -> str:
+    return state.batch_id or state.tag
 
 
 def _later(ctx: Any) -> datetime:
