@@ -6,6 +6,7 @@ busy timeout; PostgreSQL needs nothing special.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, create_engine
 
 from service.settings import Settings, get_settings
@@ -91,6 +93,49 @@ def get_engine(settings: Settings | None = None) -> Engine:
         if engine is None:
             engine = _engines[url] = make_engine(url, settings)
         return engine
+
+
+@sa.event.listens_for(OrmSession, "after_flush")
+def _flushed(session: OrmSession, _context: Any) -> None:
+    session.info["_flushed_writes"] = True
+
+
+@sa.event.listens_for(OrmSession, "after_transaction_end")
+def _transaction_ended(session: OrmSession, transaction: Any) -> None:
+    if transaction.parent is None:
+        session.info.pop("_flushed_writes", None)
+
+
+def release_if_clean(session: Session) -> bool:
+    """Give the session's connection back to the pool if that loses nothing: no unsaved changes and none flushed but
+    uncommitted (ending the transaction would commit those). True when the session now holds no connection."""
+    if session.new or session.dirty or session.deleted or session.info.get("_flushed_writes"):
+        return False
+    if session.in_transaction():
+        session.commit()  # a transaction that only read: ending it writes nothing
+    return True
+
+
+class ReleasingCalls:
+    """Wraps an object whose methods call outside the process (a provider client used by a worker step): before each
+    call, the step's session gives its connection back when that loses nothing (``release_if_clean``), so a slow
+    provider holds no pooled connection and no open transaction. A session with pending writes keeps its connection
+    (ending its transaction early would commit half a step)."""
+
+    def __init__(self, target: Any, session: Session) -> None:
+        self._target, self._session = target, session
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            release_if_clean(self._session)
+            return attr(*args, **kwargs)
+
+        return call
 
 
 def release_connection(session: Session) -> None:

@@ -16,6 +16,7 @@ from api_schemas.datasets import DatasetStatus
 from api_schemas.jobs import JobStatus
 from service.clock import utcnow
 from service.datasets.models import Dataset
+from service.db import ReleasingCalls
 from service.errors import InvalidInput
 from service.jobs import states
 from service.jobs.anomalies import merge, provider_anomalies
@@ -58,7 +59,8 @@ def _step(job_id: str) -> bool:
         before = S(job.status)
         try:
             provider = registry.build_provider(session, settings, job.project_id, job.provider)
-            _run_step(session, job, provider, settings)
+            # No pooled connection (or open transaction) waits on the provider while the step has written nothing.
+            _run_step(session, job, ReleasingCalls(provider, session), settings)
         except ProviderError as exc:
             _provider_failure(session, job, exc, settings)
         now = utcnow()

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 SLOW_S = 6.0
 SETTLE_S = 3.0
@@ -264,3 +265,65 @@ def test_a_project_names_only_its_own_fine_tunes_and_the_operators_models(
         for model in ("tiny", str(model_dirs["allowed"] / "tiny")):
             assert job(a, ds_a, model).status_code == 201, model
             assert evaluation(a, ds_a, model).status_code == 201, model
+
+
+def test_a_job_step_holds_no_database_connection_while_the_provider_answers(
+    settings, emulator, project, chat_jsonl, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The worker's side: a step waiting on the provider holds no pooled connection (nor an open transaction) while
+    it has written nothing, so slow providers cannot drain the pool the API and other steps share."""
+    from fastapi.testclient import TestClient
+
+    from service import db
+    from service.api.app import create_app
+    from service.jobs.steps import advance
+    from service.providers.openai.provider import OpenAIProvider
+    from service.settings import get_settings, reset_settings_cache
+
+    monkeypatch.setenv("FINETUNE_OPENAI_API_KEY", "sk-test-emulator")
+    monkeypatch.setenv("FINETUNE_OPENAI_BASE_URL", emulator.base_url)
+    reset_settings_cache()
+    settings = get_settings()
+    # Connections checked out by this thread (the one running the steps): other threads of the test session (an
+    # embedded worker left by an earlier test) may use the same pool meanwhile.
+    mine = threading.local()
+    pool = db.get_engine(settings).pool
+
+    def on_checkout(_dbapi: Any, record: Any, _proxy: Any) -> None:
+        record.info["thread"] = threading.get_ident()
+        mine.n = getattr(mine, "n", 0) + 1  # thread-local: counts what the checking-out thread holds
+
+    def on_checkin(_dbapi: Any, record: Any) -> None:
+        if record.info.pop("thread", None) == threading.get_ident():
+            mine.n -= 1
+
+    sa.event.listen(pool, "checkout", on_checkout)
+    sa.event.listen(pool, "checkin", on_checkin)
+    held: dict[str, list[int]] = {}
+    for name in ("find_file", "upload_file", "find_job", "get_job", "list_events", "list_checkpoints"):
+        original = getattr(OpenAIProvider, name)
+
+        def measured(self, *args, _name=name, _original=original, **kwargs):  # type: ignore[no-untyped-def]
+            held.setdefault(_name, []).append(getattr(mine, "n", 0))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(OpenAIProvider, name, measured)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        h = project["headers"]
+        ds = client.post("/v1/datasets", files={"file": ("t.jsonl", chat_jsonl)}, headers=h).json()
+        body = {"training_dataset_id": ds["id"], "provider": "openai", "model": "gpt-4.1-mini-2025-04-14"}
+        r = client.post("/v1/jobs", json=body, headers=h)
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+        deadline = time.monotonic() + 60
+        while client.get(f"/v1/jobs/{job_id}", headers=h).json()["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, held
+            advance(job_id)
+            time.sleep(0.05)
+    sa.event.remove(pool, "checkout", on_checkout)
+    sa.event.remove(pool, "checkin", on_checkin)
+    assert held.get("get_job") and held.get("upload_file"), held
+    # Before: one connection held during every call. A step that has stored events before asking for checkpoints
+    # keeps its connection for that call (ending its transaction there would commit half a step).
+    for name in ("find_file", "upload_file", "find_job", "get_job", "list_events"):
+        assert held[name] and all(n == 0 for n in held[name]), (name, held)
