@@ -65,7 +65,7 @@ def _openai_entry() -> ProviderEntry:
             )
         base_url = (cred.base_url if cred else None) or settings.openai_base_url
         if timeout_s is not None:
-            return OpenAIProvider(api_key=key, base_url=base_url, timeout=timeout_s)
+            return OpenAIProvider(api_key=key, base_url=base_url, timeout=timeout_s, max_retries=0)
         return OpenAIProvider(api_key=key, base_url=base_url)
 
     return ProviderEntry(
