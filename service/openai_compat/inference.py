@@ -4,6 +4,7 @@ that provider with the project's credentials. Streaming is OpenAI's: server-sent
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -26,6 +27,7 @@ from api_schemas.openai_compat import (
 )
 from service import catalog, inference, net
 from service.api.deps import CallerDep, SessionDep, SettingsDep
+from service.api.outbound import OutboundGate, OutboundGateDep
 from service.errors import InvalidInput, RateLimited, Unavailable
 from service.evaluations import targets
 from service.openai_compat.errors import openai_error
@@ -224,24 +226,36 @@ async def _local(
 
 
 async def _forward(
-    target: targets.RemoteTarget, body: OpenAIChatCompletionCreate | OpenAICompletionCreate, *, chat: bool
+    target: targets.RemoteTarget,
+    body: OpenAIChatCompletionCreate | OpenAICompletionCreate,
+    slot: contextlib.AbstractContextManager[None],
+    *,
+    chat: bool,
 ) -> Response:
     """A hosted model: the provider answers, with the project's credentials; its answer and its errors go back as
-    they are (OpenAI's shape either way)."""
+    they are (OpenAI's shape either way). ``slot`` (the project's share of calls in flight, ``OutboundGate``) is held
+    until the answer, streamed or not, has gone through: a slow provider cannot tie up more than that."""
+    held = contextlib.ExitStack()
+    held.enter_context(slot)  # 429 / 503 here, before anything is sent
     payload = body.model_dump(exclude_none=True)
     payload["model"] = target.model
     client = async_client(target.client, max_connections=4)
+
+    async def close() -> None:
+        await client.close()
+        held.close()
+
     create = client.chat.completions.create if chat else client.completions.create
     try:
         result = await create(**payload)
     except openai.APIStatusError as exc:
-        await client.close()
+        await close()
         error = (exc.body or {}) if isinstance(exc.body, dict) else {}
         return openai_error(
             exc.status_code, error.get("code"), error.get("message") or str(exc.message), param=error.get("param")
         )
     except openai.APIConnectionError as exc:
-        await client.close()
+        await close()
         if net.is_refusal(exc):
             # The project's base URL resolves to an address the outbound policy refuses (e.g. DNS changed since it
             # was stored): the same answer the API gives a refused URL, never what is behind it.
@@ -249,7 +263,7 @@ async def _forward(
         log.warning("forwarding to %s failed: %s", target.provider, exc)
         return openai_error(502, "provider_unreachable", f"the {target.provider} provider could not be reached")
     if not body.stream:
-        await client.close()
+        await close()
         return JSONResponse(result.model_dump(mode="json", exclude_unset=True))
 
     async def events() -> AsyncIterator[bytes]:
@@ -258,7 +272,7 @@ async def _forward(
                 yield _sse(part.model_dump(mode="json", exclude_unset=True))
             yield _sse("[DONE]")
         finally:
-            await client.close()
+            await close()
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
 
@@ -267,6 +281,7 @@ async def _answer(
     caller: CallerDep,
     session: SessionDep,
     settings: SettingsDep,
+    gate: OutboundGate,
     body: OpenAIChatCompletionCreate | OpenAICompletionCreate,
     prompt: inference.Prompt,
     *,
@@ -274,7 +289,7 @@ async def _answer(
 ) -> Response:
     target = await run_in_threadpool(_resolve, session, settings, caller.project_id, body.model)
     if isinstance(target, targets.RemoteTarget):
-        return await _forward(target, body, chat=chat)
+        return await _forward(target, body, gate.slot(caller.project_id), chat=chat)
     return await _local(settings, target, body.model, prompt, body, chat=chat)
 
 
@@ -285,9 +300,13 @@ async def _answer(
     summary="Create a chat completion (any model of the project: local, fine-tuned, or hosted)",
 )
 async def chat_completions(
-    body: OpenAIChatCompletionCreate, caller: CallerDep, session: SessionDep, settings: SettingsDep
+    body: OpenAIChatCompletionCreate,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    gate: OutboundGateDep,
 ) -> Response:
-    return await _answer(caller, session, settings, body, body.messages, chat=True)
+    return await _answer(caller, session, settings, gate, body, body.messages, chat=True)
 
 
 @router.post(
@@ -297,7 +316,11 @@ async def chat_completions(
     summary="Create a text completion (the legacy prompt form)",
 )
 async def completions(
-    body: OpenAICompletionCreate, caller: CallerDep, session: SessionDep, settings: SettingsDep
+    body: OpenAICompletionCreate,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    gate: OutboundGateDep,
 ) -> Response:
     if isinstance(body.prompt, list):
         if len(body.prompt) != 1:
@@ -305,4 +328,4 @@ async def completions(
         prompt: str = body.prompt[0]
     else:
         prompt = body.prompt
-    return await _answer(caller, session, settings, body, prompt, chat=False)
+    return await _answer(caller, session, settings, gate, body, prompt, chat=False)

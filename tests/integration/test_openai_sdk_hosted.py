@@ -99,3 +99,30 @@ def test_job_created_while_its_file_is_validated(hosted, chat_jsonl, monkeypatch
     assert failing.status == "failed" and failing.error.param == "training_file"
     assert "line 3" in failing.error.message and failing.fine_tuned_model is None
     assert sdk.files.retrieve(bad.id).status == "error"
+
+
+def test_forwarded_calls_take_the_projects_outbound_slots(hosted, emulator, monkeypatch):  # type: ignore[no-untyped-def]
+    """A hosted model's answers hold one of the project's outbound slots while the provider answers: a slow provider
+    cannot tie up more than the project's share (429 with retry-after beyond it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "outbound_per_project", 1)
+    emulator.core.config.chat_latency_seconds = 1.0
+    sdk, _ = hosted
+    question = [{"role": "user", "content": "hello"}]
+
+    def ask() -> str:
+        try:
+            sdk.chat.completions.create(model="gpt-4.1-mini-2025-04-14", messages=question, max_tokens=3)
+            return "ok"
+        except openai.RateLimitError as exc:
+            assert exc.response.headers.get("retry-after")
+            return "limited"
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = sorted(pool.map(lambda _: ask(), range(2)))
+    assert outcomes == ["limited", "ok"]
+    emulator.core.config.chat_latency_seconds = 0.0
+    assert ask() == "ok"  # the slot is given back
