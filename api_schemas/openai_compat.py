@@ -7,10 +7,11 @@ more than OpenAI does (a job paused, the provider that runs it) we add fields; w
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
+from api_schemas.common import RequestModel
 from api_schemas.jobs import check_job_metadata
 
 Auto = Literal["auto"]
@@ -71,29 +72,36 @@ class OpenAIFileDeleted(BaseModel):
 # Fine-tuning ------------------------------------------------------------------------------------------------------
 
 
-class OpenAIHyperparameters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# OpenAI's bounds (its description); the multiplier's upper bound is ours: past 1000x any learning rate diverges.
+Epochs = Annotated[int, Field(ge=1, le=50)]
+BatchSize = Annotated[int, Field(ge=1, le=256)]
+Multiplier = Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)]
+Beta = Annotated[float, Field(gt=0, le=2, allow_inf_nan=False)]
 
-    n_epochs: Auto | int | None = Field(default=None, description="'auto' or 1-50.")
-    batch_size: Auto | int | None = Field(default=None, description="'auto' or 1-256.")
-    learning_rate_multiplier: Auto | float | None = Field(default=None, description="'auto' or > 0.")
+
+class OpenAIHyperparameters(RequestModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    n_epochs: Auto | Epochs | None = Field(default=None, description="'auto' or 1-50.")
+    batch_size: Auto | BatchSize | None = Field(default=None, description="'auto' or 1-256.")
+    learning_rate_multiplier: Auto | Multiplier | None = Field(default=None, description="'auto' or in (0, 1000].")
 
 
 class OpenAIDpoHyperparameters(OpenAIHyperparameters):
-    beta: Auto | float | None = Field(default=None, description="'auto' or in (0, 2].")
+    beta: Auto | Beta | None = Field(default=None, description="'auto' or in (0, 2].")
 
 
-class OpenAISupervisedMethod(BaseModel):
+class OpenAISupervisedMethod(RequestModel):
     model_config = ConfigDict(extra="forbid")
     hyperparameters: OpenAIHyperparameters | None = None
 
 
-class OpenAIDpoMethod(BaseModel):
+class OpenAIDpoMethod(RequestModel):
     model_config = ConfigDict(extra="forbid")
     hyperparameters: OpenAIDpoHyperparameters | None = None
 
 
-class OpenAIMethod(BaseModel):
+class OpenAIMethod(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["supervised", "dpo", "reinforcement"]
@@ -102,7 +110,7 @@ class OpenAIMethod(BaseModel):
     reinforcement: dict[str, Any] | None = None
 
 
-class OpenAIFineTuningJobCreate(BaseModel):
+class OpenAIFineTuningJobCreate(RequestModel):
     """``POST /v1/fine_tuning/jobs`` as OpenAI documents it, plus ``provider`` (an extra body field, the SDK's
     ``extra_body``) to choose where it trains when the model name alone does not say."""
 
@@ -223,19 +231,19 @@ class OpenAIModelDeleted(BaseModel):
 # Inference ----------------------------------------------------------------------------------------------------------
 
 
-class OpenAIStreamOptions(BaseModel):
+class OpenAIStreamOptions(RequestModel):
     include_usage: bool | None = None
 
 
-class _SamplingFields(BaseModel):
+class _SamplingFields(RequestModel):
     # Fields beyond these are kept (``extra="allow"``): they are forwarded as given to a hosted provider, and a local
     # model refuses the ones it cannot honour by name instead of ignoring them.
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1, max_length=300)
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
+    top_p: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
     stop: str | list[str] | None = Field(default=None, description="Up to 4 sequences; the text ends before them.")
     seed: int | None = None
     n: int | None = Field(default=None, ge=1, le=128)
@@ -246,7 +254,7 @@ class _SamplingFields(BaseModel):
 
 class OpenAIChatCompletionCreate(_SamplingFields):
     messages: list[dict[str, Any]] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
 class OpenAICompletionCreate(_SamplingFields):

@@ -167,6 +167,12 @@ def test_sdk_errors_have_openai_shape(sdk, app, project, conforms):  # type: ign
     with pytest.raises(openai.BadRequestError) as caught:
         sdk.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file="x", seed=-1)
     assert caught.value.body["param"] == "seed"
+    for hyperparameters in ({"n_epochs": "3"}, {"learning_rate_multiplier": 1e300}, {"batch_size": True}):
+        with pytest.raises(openai.BadRequestError) as caught:
+            sdk.fine_tuning.jobs.create(
+                model="smollm2-135m-instruct", training_file="x", hyperparameters=hyperparameters
+            )
+        assert caught.value.body["param"].startswith("hyperparameters."), caught.value.body
     with pytest.raises(openai.BadRequestError) as caught:
         sdk.files.create(file=_jsonl([{"a": 1}]), purpose="assistants")
     assert caught.value.body["param"] == "purpose"
