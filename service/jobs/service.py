@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from sqlmodel import Session, select
 
 from api_schemas.datasets import DatasetStatus
-from api_schemas.jobs import JobCreate, JobRerun, JobStatus
+from api_schemas.jobs import JobCreate, JobRerun, JobStatus, check_job_metadata
 from service.clock import utcnow
 from service.datasets.service import get_dataset, get_ready_dataset
 from service.errors import Conflict, InvalidInput
@@ -127,6 +127,14 @@ def rerun_job(session: Session, project_id: str, job_id: str, req: JobRerun, set
     else:
         hp = {k: v for k, v in carried.items() if k in known}
         dropped = sorted(set(carried) - known)
+    metadata = {k: str(v) for k, v in old.metadata_.items()}
+    try:
+        check_job_metadata(metadata)
+    except ValueError as exc:
+        # A job created before the service's own pair was counted may hold 16: a clear 422, not a 500.
+        raise InvalidInput(
+            f"the job's metadata cannot be carried over: {exc}", code="invalid_metadata", param="metadata"
+        ) from exc
     new = create_job(
         session,
         project_id,
@@ -138,7 +146,7 @@ def rerun_job(session: Session, project_id: str, job_id: str, req: JobRerun, set
             method={"type": old.method.get("type", "supervised"), "hyperparameters": hp},
             suffix=req.suffix or old.suffix,
             seed=old.seed,
-            metadata={k: str(v) for k, v in old.metadata_.items()},
+            metadata=metadata,
             max_cost_usd=req.max_cost_usd,
         ),
         settings,

@@ -56,3 +56,22 @@ def test_the_openai_shaped_route_answers_400_with_param_metadata(stack, chat_jso
     assert error["param"] == "metadata" and error["type"] == "invalid_request_error"
     assert "at most 15 metadata pairs" in error["message"]
     assert stack.emulator.state()["jobs"] == []
+
+
+def test_rerun_of_a_job_stored_with_sixteen_pairs_is_a_clear_422(stack, chat_jsonl):
+    """A job created before the service's own pair was counted may hold 16 pairs: its rerun says why it is refused."""
+    from service.db import session_scope
+    from service.jobs.models import Job
+
+    ds = stack.upload(chat_jsonl)
+    body = {"training_dataset_id": ds["id"], "provider": "openai", "model": MODEL, "metadata": _pairs(15)}
+    job = stack.client.post("/v1/jobs", json=body, headers=stack.headers).json()
+    with session_scope() as s:
+        row = s.get(Job, job["id"])
+        row.metadata_ = _pairs(16)
+        s.add(row)
+    r = stack.client.post(f"/v1/jobs/{job['id']}/rerun", json={}, headers=stack.headers)
+    assert r.status_code == 422, r.text
+    problem = r.json()
+    assert problem["code"] == "invalid_metadata" and problem["param"] == "metadata"
+    assert "at most 15 metadata pairs (16 given)" in problem["detail"]
