@@ -72,6 +72,30 @@ def serve(
 
 
 @app.command()
+def inference(
+    host: Annotated[str | None, typer.Option(help="Bind address (default FINETUNE_INFERENCE_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default FINETUNE_INFERENCE_PORT).")] = None,
+) -> None:
+    """Local models for the other roles: one process per device keeps base models resident, applies fine-tunes'
+    adapters per request and batches everyone's requests (point FINETUNE_INFERENCE_URL of the API and workers here)."""
+    import uvicorn
+
+    from service.inference.server import create_inference_app
+
+    _setup()
+    s = get_settings()
+    typer.echo(f"finetune inference on http://{host or s.inference_host}:{port or s.inference_port}", err=True)
+    uvicorn.run(
+        create_inference_app(s),
+        host=host or s.inference_host,
+        port=port or s.inference_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@app.command()
 def demo() -> None:
     """Fine-tune SmolLM2-135M on a bundled task, offline, and compare it with the base model on held-out data."""
     from rich.console import Console

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
         "model, by absolute path or by path under the folder; separated by ':' or as a JSON list. Nothing else on the "
         "server's disk is reachable.",
     )
+    inference_url: str | None = Field(
+        default=None,
+        description="Base URL of the `finetune inference` role (e.g. http://gpu-1:8001): the API and workers send local "
+        "inference there instead of loading models themselves. Unset: each process runs its own runtime.",
+    )
+    inference_host: str = Field(default="127.0.0.1", description="Bind address of the `finetune inference` role.")
+    inference_port: int = Field(default=8001, description="Port of the `finetune inference` role.")
     inference_max_batch_size: int = Field(
         default=32, ge=1, description="Sequences the inference runtime decodes together in one batch (per base model)."
     )

@@ -28,6 +28,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:
+    from .remote import RemoteRuntime
     from .runtime import InferenceRuntime
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "StreamItem",
     "Usage",
     "get_runtime",
+    "local_runtime",
 ]
 
 _runtime: InferenceRuntime | None = None
@@ -65,9 +67,30 @@ def _config(settings: Any) -> tuple[Any, ...]:
     )
 
 
-def get_runtime(settings: Any) -> InferenceRuntime:
-    """The process-wide runtime, built from `settings` on first use. Settings with other inference values (tests run
-    many configurations in one process) get a new runtime; the old one finishes what it runs and stops."""
+def get_runtime(settings: Any) -> InferenceRuntime | RemoteRuntime:
+    """The runtime this process sends local inference to: the `finetune inference` role's when
+    ``FINETUNE_INFERENCE_URL`` is set (scaled out: one process per device holds the models), else its own."""
+    if settings.inference_url:
+        return _remote(settings)
+    return local_runtime(settings)
+
+
+_remotes: dict[tuple[str, int, float], RemoteRuntime] = {}
+
+
+def _remote(settings: Any) -> RemoteRuntime:
+    from .remote import RemoteRuntime
+
+    key = (settings.inference_url, settings.inference_max_batch_size, settings.inference_request_timeout_s)
+    with _lock:
+        if key not in _remotes:
+            _remotes[key] = RemoteRuntime.from_settings(settings)
+        return _remotes[key]
+
+
+def local_runtime(settings: Any) -> InferenceRuntime:
+    """The process-wide in-process runtime, built from `settings` on first use. Settings with other inference values
+    (tests run many configurations in one process) get a new runtime; the old one finishes what it runs and stops."""
     global _runtime, _runtime_config
     with _lock:
         config = _config(settings)

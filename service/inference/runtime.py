@@ -30,7 +30,6 @@ from typing import Any
 from .batch import Lane, Sequence
 from .models import BASE_ROW, ModelPool, ResidentBase, adapter_name, check_adapter_folder
 from .types import (
-    Choice,
     Completion,
     InferenceError,
     InferenceTimeout,
@@ -43,6 +42,7 @@ from .types import (
     StreamEvent,
     StreamItem,
     Usage,
+    collect,
 )
 
 log = logging.getLogger(__name__)
@@ -555,22 +555,4 @@ async def _aitems(request: Request) -> AsyncIterator[Any]:
 
 
 def _collect(request: Request, items: Any) -> Completion:
-    texts: dict[int, list[str]] = collections.defaultdict(list)
-    reasons: dict[int, str] = {}
-    usage = None
-    for item in items:
-        if isinstance(item, BaseException):
-            raise item
-        if isinstance(item, Usage):
-            usage = item
-        else:
-            texts[item.index].append(item.text)
-            if item.finish_reason is not None:
-                reasons[item.index] = item.finish_reason
-    if usage is None:  # cannot happen unless the request was cancelled under us
-        raise InferenceError("the request ended without a result")
-    return Completion(
-        choices=[Choice(i, "".join(texts[i]), reasons[i]) for i in range(request.params.n)],  # type: ignore[arg-type]
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-    )
+    return collect(items, request.params.n)

@@ -121,3 +121,26 @@ class ModelLoadError(InferenceError):
 
 class InferenceTimeout(InferenceError):
     """The request did not finish within its timeout (waiting included)."""
+
+
+def collect(items: Any, n: int) -> Completion:
+    """A whole completion from a stream's items (``n`` choices); raises an error found among them."""
+    texts: dict[int, list[str]] = {i: [] for i in range(n)}
+    reasons: dict[int, FinishReason] = {}
+    usage = None
+    for item in items:
+        if isinstance(item, BaseException):
+            raise item
+        if isinstance(item, Usage):
+            usage = item
+        else:
+            texts.setdefault(item.index, []).append(item.text)
+            if item.finish_reason is not None:
+                reasons[item.index] = item.finish_reason
+    if usage is None or len(reasons) < n:  # only when the request was cancelled under us
+        raise InferenceError("the request ended without a result")
+    return Completion(
+        choices=[Choice(i, "".join(texts[i]), reasons[i]) for i in range(n)],
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+    )

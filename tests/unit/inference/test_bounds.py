@@ -52,7 +52,9 @@ def test_a_request_past_its_timeout_ends_with_inference_timeout(make_runtime, ti
     blocker = runtime.stream(ref, PROMPT, LONG)
     next(blocker)
     with pytest.raises(InferenceTimeout):
-        runtime.generate(ref, PROMPT, LONG, timeout_s=0.2)  # waits behind the blocker, then times out
+        # Waits behind the blocker, then times out. The blocker may stop early (the tiny random model can say its end
+        # token at any step): a millisecond is less than any request of this model takes, so it times out anyway.
+        runtime.generate(ref, PROMPT, LONG, timeout_s=0.001)
     blocker.close()
     wait_for(lambda: runtime.stats().running == 0 and runtime.stats().queued == 0, timeout=20)
 
