@@ -17,6 +17,7 @@ from sqlmodel import Session, or_, select
 
 from api_schemas.jobs import JobStatus
 from service.jobs.models import Job
+from service.providers import registry
 from service.providers.local import BaseModelSource, resolve_base_model
 from service.providers.local.base_models import FINE_TUNE_NAME, not_allowed
 from service.providers.local.errors import BaseModelError
@@ -77,7 +78,8 @@ def _own_fine_tune(session: Session, project_id: str, name: str) -> Job | None:
     return session.exec(
         select(Job).where(
             Job.project_id == project_id,
-            Job.provider == "local",
+            # Fine-tunes whose weights are on this server: those of providers that train here.
+            Job.provider.in_([e.name for e in registry.entries() if e.capabilities.runs_locally]),  # type: ignore[attr-defined]
             Job.model_deleted_at.is_(None),  # type: ignore[union-attr]  # a deleted fine-tune names nothing
             or_(Job.id == job_id, Job.fine_tuned_model == name),
         )
