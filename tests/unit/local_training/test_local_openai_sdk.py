@@ -179,3 +179,41 @@ def test_sdk_errors_have_openai_shape(sdk, app, project, conforms):  # type: ign
     wrong = openai.OpenAI(base_url=str(sdk.base_url), api_key="sk-wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         wrong.models.list()
+
+
+def test_a_client_that_goes_away_cancels_its_generation(app, project, worker, tiny_model_dir, settings, monkeypatch):  # type: ignore[no-untyped-def]
+    """Closing a streamed chat completion mid-way frees its batch slot: the runtime stops generating for it (each
+    decode step is slowed down here, so the 400 tokens asked for would take many seconds if it went on)."""
+    import time as clock
+
+    from helpers import wait_for
+    from service.inference import get_runtime
+    from service.inference.runtime import InferenceRuntime
+
+    step = InferenceRuntime._step
+
+    def slow_step(self, lane):  # type: ignore[no-untyped-def]
+        clock.sleep(0.05)
+        return step(self, lane)
+
+    monkeypatch.setattr(InferenceRuntime, "_step", slow_step)
+
+    body = {
+        "model": str(tiny_model_dir),
+        "messages": [{"role": "user", "content": "What colour is the sky?"}],
+        "max_tokens": 400,
+        "temperature": 1.0,
+        "seed": 3,
+        "stream": True,
+    }
+    with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=30) as http:
+        headers = {"Authorization": f"Bearer {project['key']}"}
+        with http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as response:
+            assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+            runtime = get_runtime(settings)
+            for line in response.iter_lines():  # until tokens flow (the first chunk only opens the choice)
+                if line.startswith("data: ") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                    break
+            assert runtime.stats().running == 1
+        wait_for(lambda: runtime.stats().running == 0 and runtime.stats().queued == 0, timeout=3)
+        assert len(runtime.stats().batch_sizes) < 100  # decode steps run: far from the 400 asked for
