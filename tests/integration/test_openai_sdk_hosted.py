@@ -75,9 +75,22 @@ def _big(rows: list[str]) -> io.BytesIO:
 def test_job_created_while_its_file_is_validated(hosted, chat_jsonl, monkeypatch):  # type: ignore[no-untyped-def]
     """OpenAI's clients create the job right after the upload; a file the worker still validates is accepted and the
     job waits in validating_files. A file that then fails makes the job fail naming training_file and the lines."""
+    import threading
+
+    from service.datasets import service as datasets
     from service.settings import get_settings
 
     monkeypatch.setattr(get_settings(), "inline_validation_bytes", 16)  # every upload is validated by the worker
+    # The worker validates only once both jobs exist (else a fast worker may finish first: then the route itself
+    # refuses the bad file, which test_invalid_file_fails_job_creation_with_line_numbers covers).
+    jobs_created = threading.Event()
+    validate = datasets.validate_task
+
+    def validate_after_jobs(dataset_id, settings):  # type: ignore[no-untyped-def]
+        jobs_created.wait(30)
+        validate(dataset_id, settings)
+
+    monkeypatch.setattr(datasets, "validate_task", validate_after_jobs)
     sdk, _ = hosted
     good = sdk.files.create(file=_big(chat_jsonl.decode().splitlines()), purpose="fine-tune")
     bad_rows = chat_jsonl.decode().splitlines()
@@ -87,6 +100,7 @@ def test_job_created_while_its_file_is_validated(hosted, chat_jsonl, monkeypatch
 
     ok = sdk.fine_tuning.jobs.create(model="gpt-4.1-mini-2025-04-14", training_file=good.id)
     failing = sdk.fine_tuning.jobs.create(model="gpt-4.1-mini-2025-04-14", training_file=bad.id)
+    jobs_created.set()
     assert ok.status == failing.status == "validating_files"
     deadline = time.monotonic() + 120
     while {
