@@ -54,7 +54,9 @@ def create_job(
         )
     try:
         # Strict like the rest of the request: "3" is not 3 epochs, true is not a batch size of 1.
-        params = entry.params_model.model_validate(req.method.hyperparameters, strict=True)
+        params = entry.params_model.model_validate(
+            req.method.hyperparameters, strict=True, context={"method": req.method.type.value}
+        )
     except (ValidationError, ValueError, TypeError) as exc:
         raise InvalidInput(
             f"invalid hyperparameters for {provider_name}: {exc}", code="invalid_hyperparameters"

@@ -86,7 +86,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
 class LocalProvider:
     name: ClassVar[str] = "local"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        methods=["supervised"],
+        methods=["supervised", "dpo"],
         pause_resume=False,
         checkpoints=True,
         events=True,
@@ -172,6 +172,7 @@ class LocalProvider:
             {
                 "job_id": spec.our_job_id,
                 "model": spec.model,
+                "method": spec.method,
                 "hyperparameters": spec.hyperparameters | ({"seed": spec.seed} if spec.seed is not None else {}),
                 "training_file": spec.training_file,
                 "validation_file": spec.validation_file,

@@ -184,9 +184,11 @@ def _train(job_id: str, settings: Settings, run_dir: Path, spec: dict[str, Any],
         return bool(last_check[1])
 
     try:
-        params = LocalTrainParams.model_validate(spec.get("hyperparameters") or {})
+        method = str(spec.get("method") or "supervised")  # runs queued before methods were recorded are SFT
+        params = LocalTrainParams.model_validate(spec.get("hyperparameters") or {}, context={"method": method})
         result = train(
             params,
+            method=method,
             base_model=_base_model(settings, job_id, spec["model"]),
             train_path=_blob(settings, spec["training_file"]),
             validation_path=_blob(settings, spec.get("validation_file")),

@@ -75,6 +75,7 @@ def train(
     on_event: Callable[[TrainEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     num_threads: int | None = None,
+    method: str = "supervised",
 ) -> TrainResult:
     """See `trainer.train`; this wrapper defers importing torch to the first call."""
     from .availability import require_available
@@ -93,4 +94,5 @@ def train(
         on_event=on_event,
         should_stop=should_stop,
         num_threads=num_threads,
+        method=method,
     )

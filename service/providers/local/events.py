@@ -15,13 +15,21 @@ class StepMetrics(BaseModel):
     step: int
     total_steps: int
     epoch: float = Field(description="Fractional epoch reached, e.g. 1.5 is halfway through the second epoch.")
-    train_loss: float = Field(description="Mean cross-entropy over the assistant tokens of this step.")
+    train_loss: float = Field(
+        description="Mean cross-entropy over the assistant tokens of this step (DPO: mean DPO loss over its pairs)."
+    )
     learning_rate: float = Field(description="Learning rate used for this step.")
     grad_norm: float = Field(description="Global gradient L2 norm before clipping.")
     tokens: int = Field(description="Real (non-padding) tokens processed so far, this step included.")
     target_tokens: int = Field(description="Assistant tokens that carried loss so far.")
     tokens_per_second: float = Field(description="Real tokens of this step divided by its wall time.")
     elapsed_s: float
+    reward_accuracy: float | None = Field(
+        default=None, description="DPO: share of the step's pairs whose preferred answer has the higher reward."
+    )
+    reward_margin: float | None = Field(
+        default=None, description="DPO: mean of (preferred reward - non-preferred reward) over the step's pairs."
+    )
 
 
 class ValidationMetrics(BaseModel):

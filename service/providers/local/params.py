@@ -6,10 +6,12 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # Fields that only change what is observed or kept, not the trained weights: a resume may change them.
 _NON_TRAJECTORY_FIELDS = frozenset({"eval_every_steps", "checkpoint_every_steps", "keep_checkpoints", "merge_adapter"})
+# DPO's beta when a DPO job does not set it (OpenAI's and TRL's default).
+DEFAULT_DPO_BETA = 0.1
 
 
 class LocalTrainParams(BaseModel):
@@ -51,6 +53,13 @@ class LocalTrainParams(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         default="auto", description="'auto': bf16 autocast on a CUDA device that supports it, fp32 elsewhere."
     )
+    beta: float | None = Field(
+        default=None,
+        gt=0,
+        le=2,
+        description=f"DPO only: how far the policy may move from the reference (the base model); {DEFAULT_DPO_BETA} "
+        "when unset. DPO trains on preference pairs, one pair per row (no packing).",
+    )
 
     @field_validator("target_modules")
     @classmethod
@@ -61,10 +70,37 @@ class LocalTrainParams(BaseModel):
             return sorted({name.strip() for name in value})
         return value
 
+    @model_validator(mode="after")
+    def _method_fields(self, info: ValidationInfo) -> LocalTrainParams:
+        # Validated with context={"method": ...} where the method is known (job creation, the trainer).
+        method = (info.context or {}).get("method") if info is not None else None
+        if method is not None:
+            check_method_params(self, method)
+            if method == "dpo" and self.beta is None:
+                self.beta = DEFAULT_DPO_BETA  # resolved when the job is made, so the job shows the beta it trains with
+        return self
+
+    def dpo_beta(self) -> float:
+        return self.beta if self.beta is not None else DEFAULT_DPO_BETA
+
     def trajectory_fingerprint(self) -> str:
         """Hash of the fields that determine the trained weights: a checkpoint is resumable only under the same one."""
-        data = self.model_dump(mode="json", exclude=set(_NON_TRAJECTORY_FIELDS))
+        # beta is left out while unset, so runs recorded before it existed keep their fingerprint.
+        data = self.model_dump(
+            mode="json", exclude=set(_NON_TRAJECTORY_FIELDS) | ({"beta"} if self.beta is None else set())
+        )
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+METHODS = ("supervised", "dpo")
+
+
+def check_method_params(params: LocalTrainParams, method: str) -> None:
+    """Refuse a method the trainer does not know, and hyperparameters that belong to another method."""
+    if method not in METHODS:
+        raise ValueError(f"the local provider trains with {' or '.join(METHODS)}, not {method!r}")
+    if method != "dpo" and params.beta is not None:
+        raise ValueError("beta is a DPO hyperparameter; it is not accepted for supervised fine-tuning")
 
 
 # OpenAI's hyperparameters, for jobs created through the OpenAI-shaped routes. OpenAI scales its own per-model
@@ -79,14 +115,20 @@ def from_openai_hyperparameters(hyperparameters: dict[str, object]) -> dict[str,
     multiplier = hyperparameters.get("learning_rate_multiplier")
     if multiplier is not None and multiplier != "auto":
         out["learning_rate"] = LocalTrainParams.model_fields["learning_rate"].default * float(multiplier)  # type: ignore[arg-type]
+    beta = hyperparameters.get("beta")  # only OpenAI's DPO section has it
+    if beta is not None and beta != "auto":
+        out["beta"] = beta
     return out
 
 
 def to_openai_hyperparameters(params: dict[str, object]) -> dict[str, object]:
     resolved = LocalTrainParams(**params)
     default_lr = LocalTrainParams.model_fields["learning_rate"].default
-    return {
+    out: dict[str, object] = {
         "n_epochs": resolved.n_epochs,
         "batch_size": resolved.batch_size,
         "learning_rate_multiplier": round(resolved.learning_rate / default_lr, 6),
     }
+    if resolved.beta is not None:
+        out["beta"] = resolved.beta
+    return out

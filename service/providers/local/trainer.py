@@ -31,6 +31,7 @@ from .checkpoints import (
     remove_checkpoints,
     save_checkpoint,
 )
+from .dpo import PreferencePair, collate_pairs, load_preference_dataset, pair_loss
 from .errors import CheckpointMismatchError, LocalTrainingError
 from .events import (
     CheckpointSaved,
@@ -42,7 +43,7 @@ from .events import (
 )
 from .modeling import attach_lora, loss_sum, resolve_target_modules, supports_logits_to_keep
 from .packing import collate, count_targets, padding_share, plan_epoch
-from .params import LocalTrainParams
+from .params import LocalTrainParams, check_method_params
 from .runtime import (
     autocast,
     capture_rng_state,
@@ -96,8 +97,10 @@ def train(
     on_event: Callable[[TrainEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     num_threads: int | None = None,
+    method: str = "supervised",
 ) -> TrainResult:
-    """Fine-tune `base_model` with LoRA on a chat JSONL file.
+    """Fine-tune `base_model` with LoRA on a chat JSONL file (``method="dpo"``: on a preference JSONL file, see
+    ``dpo``).
 
     Resumes from the latest checkpoint in `output_dir` when there is one (same params, data and base model, else
     CheckpointMismatchError); returns the stored result at once when `output_dir` holds a finished identical run.
@@ -112,12 +115,16 @@ def train(
     for path in (train_file, validation_file):
         if path is not None and not path.is_file():
             raise LocalTrainingError(f"Dataset file not found: {path}")
+    try:
+        check_method_params(params, method)
+    except ValueError as exc:
+        raise LocalTrainingError(str(exc)) from None
     source = resolve_base_model(base_model)
-    fingerprint = _run_fingerprint(params, source, train_file)
+    fingerprint = _run_fingerprint(params, source, train_file, method)
     finished = _finished_result(output, fingerprint)
     if finished is not None:
         return finished
-    run = _Run(params, source, output, fingerprint, started, on_event or (lambda event: None))
+    run = _Run(params, source, output, fingerprint, started, on_event or (lambda event: None), method)
     run.setup(device, cache_dir, num_threads)
     run.load_data(train_file, validation_file)
     run.prepare_model()
@@ -137,8 +144,10 @@ class _Run:
         fingerprint: str,
         started: float,
         emit: Callable[[TrainEvent], None],
+        method: str = "supervised",
     ) -> None:
         self.params, self.source, self.output, self.fingerprint = params, source, output, fingerprint
+        self.dpo = method == "dpo"
         self.started, self.emit = started, emit
         self.step, self.tokens, self.target_tokens = 0, 0, 0
         self.last_loss: float | None = None
@@ -191,10 +200,12 @@ class _Run:
         params = self.params
         self.tokenizer = self.loaded.tokenizer
         encoder = ChatEncoder(self.tokenizer, params.max_seq_length)
-        self.train_examples, train_stats = load_chat_dataset(train_file, encoder)
-        self.validation_examples = load_chat_dataset(validation_file, encoder)[0] if validation_file else []
+        load = load_preference_dataset if self.dpo else load_chat_dataset
+        self.train_examples, train_stats = load(train_file, encoder)
+        self.validation_examples = load(validation_file, encoder)[0] if validation_file else []
         self.lengths = [len(example) for example in self.train_examples]
-        self.plan = plan_training(self.lengths, params)
+        # DPO compares the two sides of a pair row by row: one pair per row, never packed.
+        self.plan = plan_training(self.lengths, params.model_copy(update={"packing": False}) if self.dpo else params)
         self.total_steps = len(self.plan)
         self.pad_share = padding_share([mb for step in self.plan for mb in step.micro_batches], self.lengths)
         self.report(
@@ -264,7 +275,9 @@ class _Run:
             planned = plan[self.step]
             step_started = time.perf_counter()
             step_targets = sum(count_targets(mb, self.train_examples) for mb in planned.micro_batches)
-            step_loss, step_tokens = 0.0, 0
+            # The loss is a mean over the step's assistant tokens (SFT) or its preference pairs (DPO).
+            step_norm = sum(len(mb.rows) for mb in planned.micro_batches) if self.dpo else step_targets
+            step_loss, step_tokens, correct, margin = 0.0, 0, 0.0, 0.0
             for micro_batch in planned.micro_batches:
                 if stop():
                     step = self.step
@@ -273,11 +286,18 @@ class _Run:
                         self.save(step, step_rng)
                     self.report(TrainMessage(message=f"Cancelled at step {step} of {total_steps}", data={"step": step}))
                     return self.result("cancelled")
-                collated = collate(micro_batch, self.train_examples, self.pad_id)
-                batch = {key: value.to(dev) for key, value in collated.items()}
-                with autocast(dev, dtype):
-                    batch_loss = loss_sum(self.model, batch, keep_logits=self.keep_logits)
-                (batch_loss / step_targets).backward()
+                if self.dpo:
+                    collated = collate_pairs(micro_batch, self.train_examples, self.pad_id)
+                    batch = {key: value.to(dev) for key, value in collated.items()}
+                    with autocast(dev, dtype):
+                        pairs = pair_loss(self.model, batch, params.dpo_beta(), keep_logits=self.keep_logits)
+                    batch_loss, correct, margin = pairs.loss, correct + pairs.correct, margin + pairs.margin
+                else:
+                    collated = collate(micro_batch, self.train_examples, self.pad_id)
+                    batch = {key: value.to(dev) for key, value in collated.items()}
+                    with autocast(dev, dtype):
+                        batch_loss = loss_sum(self.model, batch, keep_logits=self.keep_logits)
+                (batch_loss / step_norm).backward()
                 step_loss += float(batch_loss.detach())
                 step_tokens += micro_batch.real_tokens(self.lengths)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, params.max_grad_norm))
@@ -290,7 +310,7 @@ class _Run:
             step_rng = capture_rng_state()
             self.tokens += step_tokens
             self.target_tokens += step_targets
-            self.last_loss = step_loss / step_targets
+            self.last_loss = step_loss / step_norm
             if not math.isfinite(self.last_loss):
                 raise LocalTrainingError(
                     f"Training loss became {self.last_loss} at step {step}; lower the learning rate"
@@ -308,6 +328,8 @@ class _Run:
                     target_tokens=self.target_tokens,
                     tokens_per_second=step_tokens / duration if duration > 0 else 0.0,
                     elapsed_s=time.perf_counter() - self.started,
+                    reward_accuracy=correct / step_norm if self.dpo else None,
+                    reward_margin=margin / step_norm if self.dpo else None,
                 )
             )
             if self.validation_examples and params.eval_every_steps and step % params.eval_every_steps == 0:
@@ -317,7 +339,8 @@ class _Run:
         return None
 
     def validate(self) -> None:
-        value, count = evaluate_loss(
+        evaluate = evaluate_dpo_loss if self.dpo else evaluate_loss
+        value, count = evaluate(
             self.model, self.validation_examples, self.params, self.pad_id, self.dev, self.dtype, self.keep_logits
         )
         self.last_validation = value
@@ -452,12 +475,48 @@ def evaluate_loss(
     return total / max(1, count), count
 
 
-def _run_fingerprint(params: LocalTrainParams, source: BaseModelSource, train_file: Path) -> str:
-    identity = {
+def evaluate_dpo_loss(
+    model: Any,
+    pairs: Sequence[PreferencePair],
+    params: LocalTrainParams,
+    pad_id: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    keep_logits: bool,
+) -> tuple[float, int]:
+    """Mean DPO loss over preference pairs (dropout off, training RNG untouched), and the answer tokens it read."""
+    batches = plan_epoch(
+        [len(pair) for pair in pairs],
+        batch_size=params.batch_size,
+        max_seq_length=params.max_seq_length,
+        packing=False,
+        seed=params.seed,
+        epoch=0,
+        shuffle=False,
+    )
+    total = 0.0
+    was_training = model.training
+    model.eval()
+    try:
+        with preserved_rng(device), torch.no_grad():
+            for micro_batch in batches:
+                collated = collate_pairs(micro_batch, pairs, pad_id)
+                batch = {key: value.to(device) for key, value in collated.items()}
+                with autocast(device, dtype):
+                    total += float(pair_loss(model, batch, params.dpo_beta(), keep_logits=keep_logits).loss)
+    finally:
+        model.train(was_training)
+    return total / max(1, len(pairs)), sum(pair.n_targets for pair in pairs)
+
+
+def _run_fingerprint(params: LocalTrainParams, source: BaseModelSource, train_file: Path, method: str) -> str:
+    identity: dict[str, Any] = {
         "params": params.trajectory_fingerprint(),
         "base_model": [source.kind, source.location],
         "train_sha256": file_sha256(train_file),
     }
+    if method != "supervised":  # left out for SFT, so runs recorded before methods existed keep their fingerprint
+        identity["method"] = method
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
