@@ -9,12 +9,14 @@ intervals and a paired test. It ends by calling the fine-tuned model through the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +29,9 @@ from rich.table import Table
 DEMO_DIR = Path(__file__).parent / "data" / "demo"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_service(settings: Any, port: int) -> tuple[Any, Any, Any]:
+@contextlib.contextmanager
+def embedded_service(settings: Any) -> Iterator[str]:
+    """The whole service in this process, as `finetune serve` runs it, on a free port; yields its base URL."""
     import uvicorn
 
     from service.api.app import create_app
@@ -46,14 +44,33 @@ def _start_service(settings: Any, port: int) -> tuple[Any, Any, Any]:
         worker.start()
     sweeper = Sweeper()
     sweeper.start_thread()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None))
     threading.Thread(target=server.run, name="api", daemon=True).start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the API did not start")
-        time.sleep(0.05)
-    return workers, sweeper, server
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the API did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        sweeper.stop()
+        for worker in workers:
+            worker.stop()
+
+
+def _with_evaluation(api: httpx.Client, job_id: str, timeout_s: float = 120.0) -> dict[str, Any]:
+    """The succeeded job once its evaluation exists: a subscriber to ``job.succeeded`` creates it just after."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = api.get(f"/v1/jobs/{job_id}").raise_for_status().json()
+        if job.get("evaluation_id") or time.monotonic() > deadline:
+            return job
+        time.sleep(0.5)
 
 
 def _wait_evaluation(api: httpx.Client, evaluation_id: str, console: Console) -> dict[str, Any]:
@@ -132,12 +149,17 @@ def _print_results(console: Console, results: dict[str, Any]) -> None:
         )
 
 
-def run_demo(console: Console) -> int:
+def run_demo(
+    console: Console,
+    *,
+    demo_dir: Path = DEMO_DIR,
+    service: Callable[[Any], contextlib.AbstractContextManager[str]] = embedded_service,
+) -> int:
+    """``demo_dir`` (a manifest and its dataset) and ``service`` (what serves the API) let a test run the same steps
+    with a tiny model."""
     from service import db
-    from service.projects.service import create_project
     from service.providers.local import is_available
     from service.settings import get_settings
-    from service.watch import watch
 
     settings = get_settings()
     # The demo's own requests would fill the console with access lines; the steps above them say what happens.
@@ -149,94 +171,105 @@ def run_demo(console: Console) -> int:
     if not ok:
         console.print(f"[red]{reason}[/]")
         return 2
-    manifest = json.loads((DEMO_DIR / "manifest.json").read_text())
+    manifest = json.loads((demo_dir / "manifest.json").read_text())
     db.upgrade(settings)
     started = time.monotonic()
-    port = _free_port()
-    workers, sweeper, server = _start_service(settings, port)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        with db.session_scope(settings) as session:
-            project, _, key = create_project(session, "demo", settings.server_secret())
-        api = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
-        console.print(f"[bold]1.[/] project {project.id}; API at {base_url}")
-
-        with (DEMO_DIR / manifest["dataset"]).open("rb") as fh:
-            ds = api.post("/v1/datasets", files={"file": (manifest["dataset"], fh)}).raise_for_status().json()
-        console.print(f"[bold]2.[/] dataset {ds['id']}: {ds['status']}, {ds['n_examples']} examples")
-
-        split_req = {"fractions": {"train": 0.5, "validation": 0.1, "test": 0.4}, "seed": 0, "stratify_by": "assistant"}
-        splits = api.post(f"/v1/datasets/{ds['id']}/split", json=split_req).raise_for_status().json()["splits"]
-        console.print(
-            "[bold]3.[/] frozen split: " + ", ".join(f"{k} {v['n_examples']} ({v['id']})" for k, v in splits.items())
-        )
-
-        normalization = {"ignore_case": True, "strip": True, "ignore_punctuation": True}
-        job_req = {
-            "training_dataset_id": splits["train"]["id"],
-            "validation_dataset_id": splits["validation"]["id"],
-            "provider": "local",
-            "model": manifest["base_model"],
-            "method": {"type": "supervised", "hyperparameters": manifest["params"]},
-            # Evaluated by the service when training succeeds: base vs fine-tuned on the held-out split.
-            "evaluation": {
-                "dataset_id": splits["test"]["id"],
-                "graders": [
-                    {"type": "exact_match", "name": "exact_match", "normalization": normalization},
-                    {
-                        "type": "classification",
-                        "name": "labels",
-                        "labels": manifest["labels"],
-                        "normalization": normalization,
-                    },
-                ],
-                "sampling": {"temperature": 0, "max_tokens": manifest["max_new_tokens"]},
-            },
-        }
-        job = api.post("/v1/jobs", json=job_req).raise_for_status().json()
-        console.print(f"[bold]4.[/] fine-tuning {manifest['base_model']} locally: job {job['id']}")
-        job = watch(base_url, key, job["id"], interval=2.0, console=console)
-        if job["status"] != "succeeded":
+    with service(settings) as base_url:
+        try:
+            return _steps(console, settings, manifest, demo_dir, base_url, started)
+        except httpx.HTTPStatusError as exc:  # the API's problem says what went wrong; a traceback would not
+            response = exc.response
+            console.print(
+                f"[red]{exc.request.method} {exc.request.url.path}: {response.status_code} {response.text}[/]"
+            )
             return 1
 
-        n_test = splits["test"]["n_examples"]
-        console.print(
-            f"[bold]5.[/] evaluation {job['evaluation_id']}: base and fine-tuned on {n_test} held-out examples"
-        )
-        evaluation = _wait_evaluation(api, job["evaluation_id"], console)
-        if evaluation["status"] != "succeeded":
-            console.print(f"[red]evaluation {evaluation['status']}: {evaluation.get('error')}[/]")
-            return 1
-        _print_results(console, evaluation["results"])
 
-        example = _held_out_example(api, splits["test"]["id"])
-        model = job["fine_tuned_model"]
-        reply = _call_with_sdk(console, base_url, key, model, example, manifest["max_new_tokens"])
-        # The URLs and the snippet name `finetune serve`'s address: this demo's own server stops when it ends.
-        serve_url = f"http://{settings.host}:{settings.port}"
-        snippet = SDK_SNIPPET.format(
-            base_url=serve_url,
-            key=key,
-            model=model,
-            messages=json.dumps(example),
-            max_tokens=manifest["max_new_tokens"],
-        )
-        console.print(
-            f"[bold]6.[/] the fine-tuned model through the official openai SDK: {reply!r}\n"
-            f"   Run `finetune serve`, then from any Python with the openai package:\n"
-        )
-        console.print(Syntax(snippet, "python", theme="ansi_dark", background_color="default"))
-        console.print(f"wall time {time.monotonic() - started:.0f} s")
-        console.print(
-            f"After `finetune serve` (Authorization: Bearer {key}):\n"
-            f"  {serve_url}/v1/jobs/{job['id']}   .../metrics   .../events   .../checkpoints\n"
-            f"  {serve_url}/v1/evaluations/{job['evaluation_id']}   .../samples?only=disagreements\n"
-            f"  {serve_url}/v1/datasets/{ds['id']}/report\n"
-            "The data stays in the data directory."
-        )
-        return 0
-    finally:
-        server.should_exit = True
-        sweeper.stop()
-        for worker in workers:
-            worker.stop()
+def _steps(
+    console: Console, settings: Any, manifest: dict[str, Any], demo_dir: Path, base_url: str, started: float
+) -> int:
+    from service import db
+    from service.projects.service import create_project
+    from service.watch import watch
+
+    with db.session_scope(settings) as session:
+        project, _, key = create_project(session, "demo", settings.server_secret())
+    api = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+    console.print(f"[bold]1.[/] project {project.id} (this demo serves the API on a free port until it ends)")
+
+    with (demo_dir / manifest["dataset"]).open("rb") as fh:
+        ds = api.post("/v1/datasets", files={"file": (manifest["dataset"], fh)}).raise_for_status().json()
+    console.print(f"[bold]2.[/] dataset {ds['id']}: {ds['status']}, {ds['n_examples']} examples")
+
+    split_req = {"fractions": {"train": 0.5, "validation": 0.1, "test": 0.4}, "seed": 0, "stratify_by": "assistant"}
+    splits = api.post(f"/v1/datasets/{ds['id']}/split", json=split_req).raise_for_status().json()["splits"]
+    console.print(
+        "[bold]3.[/] frozen split: " + ", ".join(f"{k} {v['n_examples']} ({v['id']})" for k, v in splits.items())
+    )
+
+    normalization = {"ignore_case": True, "strip": True, "ignore_punctuation": True}
+    job_req = {
+        "training_dataset_id": splits["train"]["id"],
+        "validation_dataset_id": splits["validation"]["id"],
+        "provider": "local",
+        "model": manifest["base_model"],
+        "method": {"type": "supervised", "hyperparameters": manifest["params"]},
+        # Evaluated by the service when training succeeds: base vs fine-tuned on the held-out split.
+        "evaluation": {
+            "dataset_id": splits["test"]["id"],
+            "graders": [
+                {"type": "exact_match", "name": "exact_match", "normalization": normalization},
+                {
+                    "type": "classification",
+                    "name": "labels",
+                    "labels": manifest["labels"],
+                    "normalization": normalization,
+                },
+            ],
+            "sampling": {"temperature": 0, "max_tokens": manifest["max_new_tokens"]},
+        },
+    }
+    job = api.post("/v1/jobs", json=job_req).raise_for_status().json()
+    console.print(f"[bold]4.[/] fine-tuning {manifest['base_model']} locally: job {job['id']}")
+    job = watch(base_url, key, job["id"], interval=2.0, console=console)
+    if job["status"] != "succeeded":
+        return 1
+    job = _with_evaluation(api, job["id"])
+
+    if not job.get("evaluation_id"):
+        console.print("[red]the evaluation of the fine-tuned model did not start[/]")
+        return 1
+    n_test = splits["test"]["n_examples"]
+    console.print(f"[bold]5.[/] evaluation {job['evaluation_id']}: base and fine-tuned on {n_test} held-out examples")
+    evaluation = _wait_evaluation(api, job["evaluation_id"], console)
+    if evaluation["status"] != "succeeded":
+        console.print(f"[red]evaluation {evaluation['status']}: {evaluation.get('error')}[/]")
+        return 1
+    _print_results(console, evaluation["results"])
+
+    example = _held_out_example(api, splits["test"]["id"])
+    model = job["fine_tuned_model"]
+    reply = _call_with_sdk(console, base_url, key, model, example, manifest["max_new_tokens"])
+    # The URLs and the snippet name `finetune serve`'s address: this demo's own server stops when it ends.
+    serve_url = f"http://{settings.host}:{settings.port}"
+    snippet = SDK_SNIPPET.format(
+        base_url=serve_url,
+        key=key,
+        model=model,
+        messages=json.dumps(example),
+        max_tokens=manifest["max_new_tokens"],
+    )
+    console.print(
+        f"[bold]6.[/] the fine-tuned model through the official openai SDK: {reply!r}\n"
+        f"   Run `finetune serve`, then from any Python with the openai package:\n"
+    )
+    console.print(Syntax(snippet, "python", theme="ansi_dark", background_color="default"))
+    console.print(f"wall time {time.monotonic() - started:.0f} s")
+    console.print(
+        f"After `finetune serve` (Authorization: Bearer {key}):\n"
+        f"  {serve_url}/v1/jobs/{job['id']}   .../metrics   .../events   .../checkpoints\n"
+        f"  {serve_url}/v1/evaluations/{job['evaluation_id']}   .../samples?only=disagreements\n"
+        f"  {serve_url}/v1/datasets/{ds['id']}/report\n"
+        "The data stays in the data directory."
+    )
+    return 0
