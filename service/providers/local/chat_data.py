@@ -90,7 +90,7 @@ def parse_chat_example(obj: Any, *, path: str | None = None, line: int | None = 
     if not isinstance(obj, dict):
         raise fail("each line must be a JSON object with a 'messages' list")
     if "preferred_output" in obj or "non_preferred_output" in obj:
-        raise fail("preference (DPO) examples are not supported by the local provider yet; use supervised chat data")
+        raise fail("preference (DPO) examples are not supported as supervised chat data; use method type 'dpo'")
     if "prompt" in obj and "completion" in obj and "messages" not in obj:
         raise fail("legacy prompt/completion examples are not supported: convert them to chat 'messages'")
     messages = obj.get("messages")
