@@ -62,7 +62,7 @@ def preflight(provider: str, model: str, train: Dataset, hyperparameters: dict[s
     today = utcnow().date()
     entry = registry.find(provider)
     if entry is not None and entry.capabilities.runs_locally:
-        return _local(model, out, train)
+        return _local(model, out, train, method)
     if entry is None or entry.pricing != "price_table":
         return out
     if today > OPENAI_LAST_JOB_DAY:
@@ -111,9 +111,16 @@ def preflight(provider: str, model: str, train: Dataset, hyperparameters: dict[s
     return out
 
 
-def _local(model: str, out: Preflight, train: Dataset) -> Preflight:
+def _local(model: str, out: Preflight, train: Dataset, method: str) -> Preflight:
     """Local training costs no provider money; the base model must be one the project (the training dataset's) may
-    use and this machine can load (see service.jobs.local_models)."""
+    use and this machine can load (see service.jobs.local_models). DPO trains on preference rows and supervised
+    fine-tuning on chat rows: a mismatch is refused here rather than failing the training."""
+    if train.format is not None and (method == "dpo") != (train.format == "preference"):
+        wanted = "preference" if method == "dpo" else "chat"
+        raise InvalidInput(
+            f"method {method!r} trains on {wanted} examples; the training dataset holds {train.format} examples",
+            code="dataset_method_mismatch",
+        )
     from service.jobs.local_models import resolve_local_model
     from service.providers.local import LocalTrainingError
 

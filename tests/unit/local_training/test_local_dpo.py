@@ -252,6 +252,20 @@ def test_beta_is_refused_for_a_supervised_job(client, project, memorisable):  # 
     assert "beta is a DPO hyperparameter" in r.json()["detail"]
 
 
+def test_method_and_dataset_format_must_match(client, project, tiny_model_dir, memorisable):  # type: ignore[no-untyped-def]
+    h = project["headers"]
+    chat, prefs = _upload(client, h, memorisable(12)), _upload(client, h, preference_rows(10))
+    for method, ds in (("dpo", chat), ("supervised", prefs)):
+        body = {
+            "training_dataset_id": ds["id"],
+            "provider": "local",
+            "model": str(tiny_model_dir),
+            "method": {"type": method, "hyperparameters": {}},
+        }
+        r = client.post("/v1/jobs", json=body, headers=h)
+        assert r.status_code == 422 and r.json()["code"] == "dataset_method_mismatch", r.text
+
+
 def test_openai_route_maps_dpo_beta(client, project, tiny_model_dir):  # type: ignore[no-untyped-def]
     h = project["headers"]
     ds = _upload(client, h, preference_rows(10))
