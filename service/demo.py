@@ -23,7 +23,6 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
-from rich.syntax import Syntax
 from rich.table import Table
 
 DEMO_DIR = Path(__file__).parent / "data" / "demo"
@@ -263,7 +262,8 @@ def _steps(
         f"[bold]6.[/] the fine-tuned model through the official openai SDK: {reply!r}\n"
         f"   Run `finetune serve`, then from any Python with the openai package:\n"
     )
-    console.print(Syntax(snippet, "python", theme="ansi_dark", background_color="default"))
+    # Plain and unwrapped, so it copies as it is whatever the terminal's width.
+    console.print(snippet, markup=False, highlight=False, soft_wrap=True)
     console.print(f"wall time {time.monotonic() - started:.0f} s")
     console.print(
         f"After `finetune serve` (Authorization: Bearer {key}):\n"

@@ -58,5 +58,13 @@ def configure(level: str = "INFO", json_logs: bool = False, secrets: tuple[str, 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore", "celery.worker.strategy", "celery.app.trace", "alembic.runtime.plugins"):
+    noisy_loggers = (
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "celery.worker.strategy",
+        "celery.app.trace",
+        "alembic.runtime.plugins",
+    )
+    for noisy in noisy_loggers:
         logging.getLogger(noisy).setLevel(logging.WARNING)

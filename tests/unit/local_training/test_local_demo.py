@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,13 @@ def test_the_demo_runs_to_its_closing_sdk_call(settings, worker, tiny_model_dir,
             yield base_url
 
     out = io.StringIO()
-    code = run_demo(Console(file=out, width=200), demo_dir=tmp_path, service=service)
+    # The demo quiets the access log for its console; later tests read those loggers.
+    levels = {name: logging.getLogger(name).level for name in ("uvicorn.access", "service.http")}
+    try:
+        code = run_demo(Console(file=out, width=200), demo_dir=tmp_path, service=service)
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
     text = out.getvalue()
     assert code == 0, text
     assert "held-out exact match" in text and "McNemar" in text
