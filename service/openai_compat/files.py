@@ -9,17 +9,17 @@ from fastapi.responses import FileResponse, Response
 from sqlmodel import select
 
 from api_schemas.openai_compat import OpenAIErrorResponse, OpenAIFile, OpenAIFileDeleted, OpenAIFileList
-from service import queue
 from service.api.creating import respond_created
 from service.api.deps import CallerDep, IdempotencyKey, SessionDep, SettingsDep
 from service.api.multipart import parse_upload
 from service.datasets import service as datasets
 from service.datasets.models import Dataset
+from service.datasets.service import DATASETS
 from service.datasets.storage import blob_path
 from service.errors import InvalidInput
 from service.idempotency.service import fingerprint
 from service.openai_compat.shapes import FILE_PURPOSE, file_out
-from service.work import names
+from service.work.wake import wake
 
 router = APIRouter(prefix="/files", tags=["openai-compatible"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -85,9 +85,9 @@ async def create_file(
         # OpenAI answers 200 to every upload; identical content is the same file here (content addressing).
         return 200, file_out(ds).model_dump(mode="json")
 
-    def wake(body: dict[str, Any]) -> None:
+    def validate_later(body: dict[str, Any]) -> None:
         if body.get("status") == "uploaded":
-            queue.enqueue(names.VALIDATE_DATASET, body["id"])
+            wake(DATASETS, body["id"])
 
     return respond_created(
         session,
@@ -96,7 +96,7 @@ async def create_file(
         route="POST /v1/files",
         request_fingerprint=fingerprint(upload.file.sha256, upload.filename),
         create=create,
-        after_commit=wake,
+        after_commit=validate_later,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from sqlmodel import Session, select
 
 from api_schemas.datasets import DatasetStatus
@@ -18,7 +18,6 @@ from api_schemas.openai_compat import (
     OpenAIFineTuningJobEventList,
     OpenAIFineTuningJobList,
 )
-from service import queue
 from service.api.creating import respond_created
 from service.api.deps import CallerDep, IdempotencyKey, SessionDep, SettingsDep
 from service.catalog import fine_tune_name, provider_for_model
@@ -27,11 +26,12 @@ from service.datasets.views import first_problems
 from service.errors import InvalidInput, NotFound
 from service.idempotency.service import fingerprint
 from service.jobs import service as jobs
+from service.jobs.lifecycle import JOBS
 from service.jobs.models import Job, JobCheckpoint, JobEvent
 from service.openai_compat.shapes import checkpoint_out, event_out, job_out
 from service.providers import registry
 from service.settings import Settings
-from service.work import names
+from service.work.wake import wake
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["openai-compatible"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -112,7 +112,7 @@ def create_job(
         route="POST /v1/fine_tuning/jobs",
         request_fingerprint=fingerprint(body.model_dump(mode="json")),
         create=create,
-        after_commit=lambda job: queue.enqueue(names.ADVANCE_JOB, job["id"]),
+        after_commit=lambda job: wake(JOBS, job["id"]),
     )
 
 
@@ -147,26 +147,25 @@ def retrieve_job(job_id: str, caller: CallerDep, session: SessionDep) -> OpenAIF
     return job_out(jobs.get_job(session, caller.project_id, job_id))
 
 
-def _act(job_id: str, caller: CallerDep, session: SessionDep, action: str) -> Response:
+def _act(job_id: str, caller: CallerDep, session: SessionDep, action: str) -> OpenAIFineTuningJob:
     job = jobs.request_action(session, caller.project_id, job_id, action)
-    body = job_out(job).model_dump(mode="json")
     session.commit()
-    queue.enqueue(names.ADVANCE_JOB, job_id)
-    return JSONResponse(body)
+    wake(JOBS, job.id)
+    return job_out(job)
 
 
 @router.post("/{job_id}/cancel", response_model=OpenAIFineTuningJob, responses=ERRORS, summary="Cancel a job")
-def cancel_job(job_id: str, caller: CallerDep, session: SessionDep) -> Response:
+def cancel_job(job_id: str, caller: CallerDep, session: SessionDep) -> OpenAIFineTuningJob:
     return _act(job_id, caller, session, "cancel")
 
 
 @router.post("/{job_id}/pause", response_model=OpenAIFineTuningJob, responses=ERRORS, summary="Pause a job")
-def pause_job(job_id: str, caller: CallerDep, session: SessionDep) -> Response:
+def pause_job(job_id: str, caller: CallerDep, session: SessionDep) -> OpenAIFineTuningJob:
     return _act(job_id, caller, session, "pause")
 
 
 @router.post("/{job_id}/resume", response_model=OpenAIFineTuningJob, responses=ERRORS, summary="Resume a job")
-def resume_job(job_id: str, caller: CallerDep, session: SessionDep) -> Response:
+def resume_job(job_id: str, caller: CallerDep, session: SessionDep) -> OpenAIFineTuningJob:
     return _act(job_id, caller, session, "resume")
 
 
