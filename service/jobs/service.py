@@ -61,21 +61,13 @@ def create_job(
         raise InvalidInput(
             f"invalid hyperparameters for {provider_name}: {exc}", code="invalid_hyperparameters"
         ) from exc
-    datasets = [(req.training_dataset_id, "training")]
-    if req.validation_dataset_id:
-        datasets.append((req.validation_dataset_id, "validation"))
-    pending = files_may_be_validating and any(
-        get_dataset(session, project_id, ds_id).status == DatasetStatus.validating for ds_id, _ in datasets
-    )
-    if pending:
-        train = get_dataset(session, project_id, req.training_dataset_id)
-        for ds_id, role in datasets:
-            if get_dataset(session, project_id, ds_id).status == DatasetStatus.invalid:
-                get_ready_dataset(session, project_id, ds_id, role)  # raises, naming the dataset
-    else:
-        train = get_ready_dataset(session, project_id, req.training_dataset_id, "training")
-        if req.validation_dataset_id:
-            get_ready_dataset(session, project_id, req.validation_dataset_id, "validation")
+    ids = {"training": req.training_dataset_id, "validation": req.validation_dataset_id}
+    found = {role: get_dataset(session, project_id, ds_id) for role, ds_id in ids.items() if ds_id}
+    pending = files_may_be_validating and any(ds.status == DatasetStatus.validating for ds in found.values())
+    for role, ds in found.items():
+        if not (pending and ds.status == DatasetStatus.validating):
+            get_ready_dataset(session, project_id, ds.id, role)  # raises, naming the dataset, unless it is ready
+    train = found["training"]
     from service.jobs.preflight import Preflight, preflight
 
     hyperparameters = params.model_dump(exclude_none=True)
