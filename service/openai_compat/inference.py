@@ -19,11 +19,15 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlmodel import Session
 
 from api_schemas.openai_compat import (
+    OpenAIChatChoice,
     OpenAIChatCompletion,
     OpenAIChatCompletionCreate,
+    OpenAIChatMessage,
     OpenAICompletionCreate,
     OpenAIErrorResponse,
+    OpenAITextChoice,
     OpenAITextCompletion,
+    OpenAIUsage,
 )
 from service import catalog, inference, net
 from service.api.deps import CallerDep, SessionDep, SettingsDep
@@ -115,45 +119,36 @@ async def _local(
             result = await runtime.agenerate(ref, prompt, params)
         except inference.InferenceError as exc:
             raise _runtime_error(exc) from None
-        usage = {
-            "prompt_tokens": result.prompt_tokens,
-            "completion_tokens": result.completion_tokens,
-            "total_tokens": result.total_tokens,
-        }
-        if chat:
-            choices = [
-                {
-                    "index": c.index,
-                    "message": {"role": "assistant", "content": c.text, "refusal": None},
-                    "finish_reason": c.finish_reason,
-                    "logprobs": None,
-                }
-                for c in result.choices
-            ]
-            return JSONResponse(
-                {
-                    "id": ident,
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": name,
-                    "choices": choices,
-                    "usage": usage,
-                }
-            )
-        text_choices = [
-            {"index": c.index, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
-            for c in result.choices
-        ]
-        return JSONResponse(
-            {
-                "id": ident,
-                "object": "text_completion",
-                "created": created,
-                "model": name,
-                "choices": text_choices,
-                "usage": usage,
-            }
+        usage = OpenAIUsage(
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            total_tokens=result.total_tokens,
         )
+        answer: OpenAIChatCompletion | OpenAITextCompletion
+        if chat:
+            answer = OpenAIChatCompletion(
+                id=ident,
+                created=created,
+                model=name,
+                choices=[
+                    OpenAIChatChoice(
+                        index=c.index, message=OpenAIChatMessage(content=c.text), finish_reason=c.finish_reason
+                    )
+                    for c in result.choices
+                ],
+                usage=usage,
+            )
+        else:
+            answer = OpenAITextCompletion(
+                id=ident,
+                created=created,
+                model=name,
+                choices=[
+                    OpenAITextChoice(index=c.index, text=c.text, finish_reason=c.finish_reason) for c in result.choices
+                ],
+                usage=usage,
+            )
+        return JSONResponse(answer.model_dump(mode="json"))
 
     # Submitted before answering: a full queue or a model that cannot load is still an HTTP error, not a stream event.
     try:
