@@ -61,8 +61,10 @@ def create_job(
         raise InvalidInput(
             f"invalid hyperparameters for {provider_name}: {exc}", code="invalid_hyperparameters"
         ) from exc
-    ids = {"training": req.training_dataset_id, "validation": req.validation_dataset_id}
-    found = {role: get_dataset(session, project_id, ds_id) for role, ds_id in ids.items() if ds_id}
+    ids = {"training": req.training_dataset_id}
+    if req.validation_dataset_id:
+        ids["validation"] = req.validation_dataset_id
+    found = {role: get_dataset(session, project_id, ds_id) for role, ds_id in ids.items()}
     pending = files_may_be_validating and any(ds.status == DatasetStatus.validating for ds in found.values())
     for role, ds in found.items():
         if not (pending and ds.status == DatasetStatus.validating):
