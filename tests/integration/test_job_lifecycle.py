@@ -23,7 +23,15 @@ def _wait_status(stack, job_id: str, statuses: set[str], timeout: float = 30.0):
 def test_job_runs_to_succeeded(stack, chat_jsonl):
     ds = stack.upload(chat_jsonl)
     assert ds["status"] == "ready", ds
-    job = _create_job(stack, ds["id"], suffix="tickets", metadata={"team": "support"})
+    # Enough steps (≈1.8 s of emulated training) that the worker sees the job running even on a loaded machine; with
+    # the automatic 3 epochs it could go from queued to succeeded between two polls.
+    job = _create_job(
+        stack,
+        ds["id"],
+        suffix="tickets",
+        metadata={"team": "support"},
+        method={"type": "supervised", "hyperparameters": {"n_epochs": 15}},
+    )
     assert job["status"] == "created"
     assert job["estimated_cost_usd"] is not None and job["price_table_version"]
     assert any(w["code"] == "openai_fine_tuning_closing" for w in job["warnings"])
