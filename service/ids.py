@@ -24,6 +24,10 @@ PREFIXES = {
     "delivery": "dlv",
     "provider_file": "pf",
     "credential": "cred",
+    "review_queue": "rvq",
+    "review_item": "rvi",
+    "review_rating": "rvr",
+    "review_rating_revision": "rvrv",
 }
 
 

@@ -9,6 +9,7 @@ from service.idempotency.models import IdempotencyRecord
 from service.jobs.models import Job, JobCheckpoint, JobEvent
 from service.projects.models import ApiKey, Project
 from service.providers.models import ProviderCredential, ProviderFile
+from service.reviews.models import ReviewItem, ReviewQueue, ReviewRating, ReviewRatingRevision
 from service.webhooks.models import Delivery, DeliveryAttempt, WebhookEndpoint
 
 metadata = SQLModel.metadata
@@ -28,6 +29,10 @@ __all__ = [
     "Project",
     "ProviderCredential",
     "ProviderFile",
+    "ReviewItem",
+    "ReviewQueue",
+    "ReviewRating",
+    "ReviewRatingRevision",
     "WebhookEndpoint",
     "metadata",
 ]
