@@ -143,6 +143,10 @@ class Settings(BaseSettings):
 
     price_table_path: Path | None = Field(default=None, description="Override the bundled versioned price table.")
 
+    ui_session_ttl_s: int = Field(
+        default=43200, ge=60, le=30 * 86400, description="How long a web UI sign-in lasts before the key is asked again."
+    )
+
     @field_validator("secret_key")
     @classmethod
     def _long_enough(cls, v: SecretStr | None) -> SecretStr | None:
