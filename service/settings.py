@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(default=None, description="Default OpenAI key for projects without one.")
     openai_base_url: str | None = Field(default=None, description="OpenAI-compatible base URL (gateways, emulator).")
     openai_webhook_secret: SecretStr | None = Field(default=None, description="Secret of OpenAI's webhooks to us.")
+    together_api_key: SecretStr | None = Field(default=None, description="Default Together key for projects.")
+    together_base_url: str = Field(default="https://api.together.xyz/v1", description="Together API base URL.")
 
     host: str = "127.0.0.1"
     port: int = 8000
