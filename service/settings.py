@@ -10,7 +10,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -114,6 +114,17 @@ class Settings(BaseSettings):
     inference_port: int = Field(default=8001, description="Port of the `finetune inference` role.")
     inference_max_batch_size: int = Field(
         default=32, ge=1, description="Sequences the inference runtime decodes together in one batch (per base model)."
+    )
+    inference_gpu_max_batch_size: int = Field(
+        default=256,
+        ge=1,
+        description="On a GPU, the most sequences one batch decodes; below it the batch is sized from free GPU memory "
+        "(each sequence's KV cache for its prompt and max_tokens).",
+    )
+    inference_backend: Literal["auto", "transformers", "vllm"] = Field(
+        default="auto",
+        description="What generates for local models: vllm (needs the vllm package and a GPU), transformers (any "
+        "device), or auto: vllm when both are present, else transformers.",
     )
     inference_max_queued: int = Field(
         default=256, ge=1, description="Inference requests waiting for a batch slot; more are refused (429, retry-after)."
