@@ -19,6 +19,8 @@ from api_schemas.jobs import JobStatus
 
 class Capabilities(BaseModel):
     methods: list[str] = Field(default_factory=lambda: ["supervised"])
+    # Which kinds of training a job may choose ("lora", "full"); empty: the provider decides and says nothing.
+    training_types: list[str] = Field(default_factory=list)
     pause_resume: bool = False
     checkpoints: bool = True
     events: bool = True
