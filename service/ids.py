@@ -28,6 +28,8 @@ PREFIXES = {
     "review_item": "rvi",
     "review_rating": "rvr",
     "review_rating_revision": "rvrv",
+    "distill_run": "dsr",
+    "distillation": "dist",
 }
 
 
