@@ -18,6 +18,7 @@ class EventType(StrEnum):
     evaluation_succeeded = "evaluation.succeeded"
     evaluation_failed = "evaluation.failed"
     evaluation_cancelled = "evaluation.cancelled"
+    review_queue_completed = "review_queue.completed"
     endpoint_disabled = "webhook_endpoint.disabled"
     ping = "ping"
 
