@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(default=None, description="Default OpenAI key for projects without one.")
     openai_base_url: str | None = Field(default=None, description="OpenAI-compatible base URL (gateways, emulator).")
     openai_webhook_secret: SecretStr | None = Field(default=None, description="Secret of OpenAI's webhooks to us.")
+    azure_openai_endpoint: str | None = Field(
+        default=None, description="Azure OpenAI resource endpoint (https://<resource>.openai.azure.com) for projects."
+    )
+    azure_openai_api_key: SecretStr | None = Field(default=None, description="Default Azure OpenAI key for projects.")
     together_api_key: SecretStr | None = Field(default=None, description="Default Together key for projects.")
     together_base_url: str = Field(default="https://api.together.xyz/v1", description="Together API base URL.")
 

@@ -27,6 +27,8 @@ class Capabilities(BaseModel):
     webhooks: bool = False
     needs_credentials: bool = True
     runs_locally: bool = False
+    # Its fine-tunes answer only once the user deploys them (Azure): the name of the deployment is registered here.
+    needs_deployment: bool = False
 
 
 class ProviderJob(BaseModel):

@@ -10,6 +10,8 @@ generation turns SDK retries off entirely, because its own limiter must see ever
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import httpx
 import openai
 from pydantic import BaseModel, Field, SecretStr
@@ -26,6 +28,8 @@ class ClientConfig(BaseModel):
 
     base_url: str | None = Field(default=None, description="e.g. https://api.together.xyz/v1; None: OpenAI.")
     api_key: SecretStr = Field(description="Sent as a bearer key; local servers accept any non-empty value.")
+    # Azure OpenAI's resource keys go in an ``api-key`` header; a bearer there must be an Entra token.
+    auth: Literal["bearer", "api-key"] = "bearer"
     organization: str | None = None
     project: str | None = None
     timeout_s: float = Field(default=120.0, gt=0, description="Per attempt.")
@@ -33,6 +37,10 @@ class ClientConfig(BaseModel):
 
 
 def _sdk_kwargs(config: ClientConfig, max_retries: int) -> dict:
+    headers: dict[str, Any] = dict(config.default_headers)
+    if config.auth == "api-key":
+        # Omit() makes the SDK drop its own Authorization header instead of sending the key as a bearer too.
+        headers.update({"api-key": config.api_key.get_secret_value(), "Authorization": openai.Omit()})
     return {
         "api_key": config.api_key.get_secret_value(),
         "base_url": config.base_url,
@@ -40,7 +48,7 @@ def _sdk_kwargs(config: ClientConfig, max_retries: int) -> dict:
         "project": config.project,
         "timeout": config.timeout_s,
         "max_retries": max_retries,
-        "default_headers": config.default_headers or None,
+        "default_headers": headers or None,
     }
 
 

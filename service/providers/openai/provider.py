@@ -79,11 +79,19 @@ class OpenAIProvider:
         methods=["supervised", "dpo"], pause_resume=True, checkpoints=True, events=True, webhooks=True
     )
     params_model: ClassVar[type[BaseModel]] = OpenAIHyperparameters
+    # Provider status -> ours; servers speaking the protocol with their own statuses extend it (Azure).
+    status_map: ClassVar[dict[str, JobStatus]] = STATUS_MAP
 
     def __init__(
-        self, *, api_key: str, base_url: str | None = None, timeout: float = 60.0, max_retries: int = 2
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        auth: Literal["bearer", "api-key"] = "bearer",
     ) -> None:
-        config = ClientConfig(api_key=SecretStr(api_key), base_url=base_url, timeout_s=timeout)
+        config = ClientConfig(api_key=SecretStr(api_key), base_url=base_url, timeout_s=timeout, auth=auth)
         # Reads may retry inside the SDK; creating calls never do (see ``client.no_retries``).
         self._client = sync_client(config, max_retries=max_retries, max_response_bytes=API_RESPONSE_BYTES)
         self._create_client = no_retries(self._client)
@@ -143,13 +151,13 @@ class OpenAIProvider:
 
     # Jobs --------------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _parse_job(job: Any) -> ProviderJob:
+    @classmethod
+    def _parse_job(cls, job: Any) -> ProviderJob:
         raw = job.model_dump(mode="json") if hasattr(job, "model_dump") else dict(job)
         raw_status = str(raw.get("status") or "unknown")
-        status = STATUS_MAP.get(raw_status)
+        status = cls.status_map.get(raw_status)
         if status is None:
-            log.warning("unknown OpenAI job status %r on %s; keeping ours", raw_status, raw.get("id"))
+            log.warning("unknown %s job status %r on %s; keeping ours", cls.name, raw_status, raw.get("id"))
         error = raw.get("error") or None
         if error and not error.get("message"):
             error = None  # OpenAI sends {} or nulls while the job is fine
@@ -185,6 +193,9 @@ class OpenAIProvider:
         return None
 
     def create_job(self, spec: JobSpec) -> ProviderJob:
+        return self._parse_job(self._call(self._create_client.fine_tuning.jobs.create, **self._create_kwargs(spec)))
+
+    def _create_kwargs(self, spec: JobSpec) -> dict[str, Any]:
         hp = {k: v for k, v in spec.hyperparameters.items() if v is not None}
         kwargs: dict[str, Any] = {
             "model": spec.model,
@@ -198,7 +209,7 @@ class OpenAIProvider:
             kwargs["suffix"] = spec.suffix
         if spec.seed is not None:
             kwargs["seed"] = spec.seed
-        return self._parse_job(self._call(self._create_client.fine_tuning.jobs.create, **kwargs))
+        return kwargs
 
     def get_job(self, provider_job_id: str) -> ProviderJob:
         return self._parse_job(self._call(self._client.fine_tuning.jobs.retrieve, provider_job_id))
