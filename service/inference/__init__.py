@@ -60,6 +60,8 @@ def _config(settings: Any) -> tuple[Any, ...]:
     return (
         settings.data_dir,
         settings.inference_max_batch_size,
+        settings.inference_gpu_max_batch_size,
+        settings.inference_backend,
         settings.inference_max_queued,
         settings.inference_max_tokens,
         settings.inference_memory_budget_mb,

@@ -40,6 +40,10 @@ class Sequence:
     first_token_at: float | None = None
 
     @property
+    def width(self) -> int:
+        return len(self.request.prompt_ids) + self.limit
+
+    @property
     def temperature(self) -> float:
         return self.request.params.temperature
 
@@ -55,6 +59,17 @@ class Lane:
     rows: list[Sequence] = field(default_factory=list)
     cache: Any = None
     mask: torch.Tensor | None = None  # (rows, cache length), 1 for real tokens
+    kv_budget: int | None = None  # KV cache tokens the batch may hold (GPU: from free memory); None: no limit
+
+    @classmethod
+    def for_base(cls, base: ResidentBase) -> Lane:
+        from .capacity import cuda_kv_token_budget
+
+        return cls(base, kv_budget=cuda_kv_token_budget(base.model, base.device))
+
+    def widest(self) -> int:
+        """Tokens the widest running row will hold when it ends (prompt and its limit)."""
+        return max((seq.width for seq in self.rows), default=0)
 
     @property
     def busy(self) -> bool:

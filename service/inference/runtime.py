@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .batch import Lane, Sequence
+from .capacity import rows_fit
 from .models import BASE_ROW, ModelPool, ResidentBase, adapter_name, check_adapter_folder
 from .types import (
     Completion,
@@ -160,9 +161,13 @@ class InferenceRuntime:
 
     @classmethod
     def from_settings(cls, settings: Any) -> InferenceRuntime:
+        import torch
+
+        # On a GPU the batch is sized from free memory (see capacity.py) up to its own, larger cap.
+        gpu = torch.cuda.is_available()
         return cls(
             cache_dir=settings.data_dir / "cache",
-            max_batch_size=settings.inference_max_batch_size,
+            max_batch_size=settings.inference_gpu_max_batch_size if gpu else settings.inference_max_batch_size,
             max_queued=settings.inference_max_queued,
             max_tokens=settings.inference_max_tokens,
             memory_budget_mb=settings.inference_memory_budget_mb,
@@ -223,7 +228,7 @@ class InferenceRuntime:
             self.pool.reinstate(base)
             lane = self._lanes.get(base.key)
             if lane is None or (lane.base is not base and not lane.busy):
-                lane = self._lanes[base.key] = Lane(base)
+                lane = self._lanes[base.key] = Lane.for_base(base)
             lane.waiting.extend(request.sequences)
             self._queued += 1
             self._ensure_thread()
@@ -409,13 +414,19 @@ class InferenceRuntime:
             return []  # a cache this scheduler cannot merge: let the running batch finish first
         joining: list[Sequence] = []
         prompt_tokens = 0
+        widest = lane.widest()
         with self._lock:
             while lane.waiting and len(lane.rows) + len(joining) < self.max_batch_size:
-                size = len(lane.waiting[0].request.prompt_ids)
+                seq = lane.waiting[0]
+                size = len(seq.request.prompt_ids)
                 if joining and prompt_tokens + size > PREFILL_TOKENS_PER_STEP:
                     break
+                rows, width = len(lane.rows) + len(joining) + 1, max(widest, seq.width)
+                if rows > 1 and not rows_fit(lane.kv_budget, rows, width):
+                    break  # its KV cache would not fit beside the running rows' (GPU): it waits for rows to finish
                 joining.append(lane.waiting.popleft())
                 prompt_tokens += size
+                widest = width
             for request in {seq.request for seq in joining}:
                 if not request.admitted and all(s in joining or s in lane.rows for s in request.sequences):
                     request.admitted = True
