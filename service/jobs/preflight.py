@@ -65,17 +65,20 @@ def preflight(provider: str, model: str, train: Dataset, hyperparameters: dict[s
         return _local(model, out, train, method)
     if entry is None or entry.pricing != "price_table":
         return out
-    if today > OPENAI_LAST_JOB_DAY:
-        raise InvalidInput(
-            f"OpenAI accepts no new fine-tuning jobs after {OPENAI_LAST_JOB_DAY}; rerun the recipe on another provider",
-            code="provider_closed",
+    if entry.name == "openai":
+        if today > OPENAI_LAST_JOB_DAY:
+            raise InvalidInput(
+                f"OpenAI accepts no new fine-tuning jobs after {OPENAI_LAST_JOB_DAY}; rerun the recipe on another "
+                "provider",
+                code="provider_closed",
+            )
+        _warn(
+            out,
+            "openai_fine_tuning_closing",
+            f"OpenAI accepts no new fine-tuning jobs after {OPENAI_LAST_JOB_DAY}; POST /v1/jobs/{{id}}/rerun moves a "
+            "recipe",
         )
-    _warn(
-        out,
-        "openai_fine_tuning_closing",
-        f"OpenAI accepts no new fine-tuning jobs after {OPENAI_LAST_JOB_DAY}; POST /v1/jobs/{{id}}/rerun moves a recipe",
-    )
-    table = _table()
+    table = load_price_table(entry.price_table_path(get_settings())) if entry.price_table_path else _table()
     out.price_table_version = table.version
     try:
         info = model_info(model, table=table)

@@ -38,6 +38,11 @@ class ProviderEntry:
     claims_model: Callable[[str], bool] = lambda _name: False
     # (name, created as Unix seconds) of the base models a project may train here; read from tables, never a call out.
     base_models: Callable[[Session, str, Settings], list[tuple[str, int]]] = lambda _s, _p, _settings: []
+    # evaluation_target "openai": the OpenAI-compatible client (base URL, key) its models are called with for a
+    # project; None: OpenAI's (the project's openai credentials).
+    inference_client: Callable[[Session, Settings, str], Any] | None = None
+    # pricing "price_table": the table of its models; None: the settings' (OpenAI's) table.
+    price_table_path: Callable[[Settings], Any] | None = None
 
 
 def _same(hyperparameters: dict[str, Any]) -> dict[str, Any]:
@@ -117,7 +122,113 @@ def _local_entry() -> ProviderEntry:
     )
 
 
-_ENTRIES: dict[str, Callable[[], ProviderEntry]] = {"openai": _openai_entry, "local": _local_entry}
+def _azure_entry() -> ProviderEntry:
+    from service.providers.azure.model_names import claims_azure_model
+    from service.providers.azure.provider import AzureProvider
+
+    def build(
+        settings: Settings, cred: ProviderCredential | None, secret: str | None, timeout_s: float | None
+    ) -> TrainingProvider:
+        endpoint, key = _azure_account(settings, cred, secret)
+        if timeout_s is not None:
+            return AzureProvider(endpoint=endpoint, api_key=key, timeout=timeout_s, max_retries=0)
+        return AzureProvider(endpoint=endpoint, api_key=key)
+
+    return ProviderEntry(
+        name="azure",
+        description="Azure OpenAI fine-tuning (v1 API, api-key); fine-tunes answer through a deployment you create.",
+        capabilities=AzureProvider.capabilities,
+        params_model=AzureProvider.params_model,
+        availability=lambda: (True, None),
+        evaluation_target="openai",
+        pricing="price_table",
+        build=build,
+        claims_model=claims_azure_model,
+        base_models=_azure_base_models,
+        inference_client=_azure_inference_client,
+        price_table_path=lambda _settings: _azure_price_table(),
+    )
+
+
+def _azure_account(settings: Settings, cred: ProviderCredential | None, secret: str | None) -> tuple[str, str]:
+    """The resource endpoint (the credential's base_url, else the server's) and its key."""
+    key = secret or (settings.azure_openai_api_key.get_secret_value() if settings.azure_openai_api_key else None)
+    endpoint = (cred.base_url if cred else None) or settings.azure_openai_endpoint
+    if not key or not endpoint:
+        raise Unavailable(
+            "no Azure OpenAI resource: store its key and endpoint with PUT /v1/providers/azure/credentials "
+            "(base_url = https://<resource>.openai.azure.com) or set FINETUNE_AZURE_OPENAI_ENDPOINT and "
+            "FINETUNE_AZURE_OPENAI_API_KEY",
+            code="provider_credentials_missing",
+        )
+    return endpoint, key
+
+
+def _azure_inference_client(session: Session, settings: Settings, project_id: str) -> Any:
+    from pydantic import SecretStr
+
+    from service.providers.azure.deployment import v1_base_url
+    from service.providers.openai.client import ClientConfig
+
+    cred = credential_for(session, project_id, "azure")
+    secret = decode_credential(settings, cred).api_key if cred is not None else None
+    endpoint, key = _azure_account(settings, cred, secret)
+    return ClientConfig(base_url=v1_base_url(endpoint), api_key=SecretStr(key), auth="api-key")
+
+
+def _azure_price_table() -> Any:
+    from service.pricing.table import BUNDLED_PRICE_TABLE
+
+    return BUNDLED_PRICE_TABLE.with_name("azure_price_table.json")
+
+
+def _azure_base_models(session: Session, project_id: str, settings: Settings) -> list[tuple[str, int]]:
+    """Azure's fine-tunable models, for projects with an Azure resource (a stored key or the server's)."""
+    from datetime import UTC, datetime
+
+    from service.pricing.table import load_price_table
+
+    if credential_for(session, project_id, "azure") is None and settings.azure_openai_api_key is None:
+        return []
+    table = load_price_table(_azure_price_table())
+    created = int(datetime.fromisoformat(table.version).replace(tzinfo=UTC).timestamp())
+    return [(name, created) for name, entry in sorted(table.models.items()) if entry.fine_tuning_methods]
+
+
+def _together_entry() -> ProviderEntry:
+    from service.providers.together import models
+    from service.providers.together.params import from_openai_hyperparameters, to_openai_hyperparameters
+    from service.providers.together.provider import TogetherProvider
+
+    def build(
+        settings: Settings, cred: ProviderCredential | None, secret: str | None, timeout_s: float | None
+    ) -> TrainingProvider:
+        key, base_url = models.api_key(settings, secret), models.base_url(settings, cred)
+        return TogetherProvider(api_key=key, base_url=base_url, timeout=timeout_s or 60.0)
+
+    return ProviderEntry(
+        name="together",
+        description="Together's fine-tuning API: open models, LoRA or full, supervised or DPO.",
+        capabilities=TogetherProvider.capabilities,
+        params_model=TogetherProvider.params_model,
+        availability=lambda: (True, None),
+        evaluation_target="openai",
+        # Its own dated list prices (service/pricing/together_prices.json): not the shape of OpenAI's price table.
+        pricing=None,
+        build=build,
+        hyperparameters=HyperparameterMap(from_openai_hyperparameters, to_openai_hyperparameters),
+        claims_model=models.claims_together_model,
+        base_models=models.base_models,
+        inference_client=models.inference_client,
+    )
+
+
+_ENTRIES: dict[str, Callable[[], ProviderEntry]] = {
+    "openai": _openai_entry,
+    "local": _local_entry,
+    "azure": _azure_entry,
+    "together": _together_entry,
+}
 
 
 def register(name: str, factory: Callable[[], ProviderEntry]) -> None:
