@@ -72,7 +72,7 @@ class ModelCandidate(_CandidateBase):
     """A model by name on a provider: base models (the baseline) or fine-tuned models made elsewhere."""
 
     kind: Literal["model"] = "model"
-    provider: Literal["openai", "local", "together"] = "openai"
+    provider: Literal["openai", "local", "together", "azure"] = "openai"
     model: str = Field(min_length=1, max_length=256)
 
 
