@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
 
     from service.datasets.router import router as datasets_router
     from service.datasets.rules_router import router as dataset_rules_router
+    from service.deployments.router import router as deployments_router
     from service.evaluations.router import router as evaluations_router
     from service.events.router import router as events_router
     from service.jobs.artifacts_router import router as job_artifacts_router
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         dataset_rules_router,
         jobs_router,
         job_artifacts_router,
+        deployments_router,
         evaluations_router,
         events_router,
         providers_router,
@@ -79,6 +81,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         openai_compat_router,
     ):
         app.include_router(router, prefix="/v1")
+
+    from service import ui
+
+    ui.install(app)  # the web dashboard at /ui (same process, same domain services)
 
     @app.exception_handler(BodyTooLarge)
     async def _body_too_large(request: Request, exc: BodyTooLarge):  # type: ignore[no-untyped-def]
