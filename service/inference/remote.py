@@ -5,14 +5,15 @@ evaluations) cannot tell the difference: same methods, same items, same errors."
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from . import wire
-from .types import Completion, InferenceError, ModelRef, Prompt, SamplingParams, StreamItem, collect
+from .calls import DerivedCalls
+from .types import InferenceError, ModelRef, Prompt, SamplingParams, StreamItem
 
 CONNECT_TIMEOUT_S = 10.0
 
@@ -26,7 +27,7 @@ class RemoteBase:
     eos_ids: frozenset[int] = field(default_factory=frozenset)
 
 
-class RemoteRuntime:
+class RemoteRuntime(DerivedCalls):
     def __init__(self, url: str, token: str, *, max_batch_size: int, request_timeout_s: float) -> None:
         self.url = url.rstrip("/")
         self.max_batch_size = max_batch_size
@@ -79,11 +80,6 @@ class RemoteRuntime:
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from None
 
-    def generate(
-        self, model: ModelRef, prompt: Prompt, params: SamplingParams, *, timeout_s: float | None = None
-    ) -> Completion:
-        return collect(self.stream(model, prompt, params, timeout_s=timeout_s), params.n)
-
     async def aopen_stream(
         self, model: ModelRef, prompt: Prompt, params: SamplingParams, *, timeout_s: float | None = None
     ) -> AsyncGenerator[StreamItem, None]:
@@ -105,21 +101,6 @@ class RemoteRuntime:
             await client.aclose()
             raise wire.decode_error(_json(response))
         return _items(client, response, self._unreachable)
-
-    async def astream(
-        self, model: ModelRef, prompt: Prompt, params: SamplingParams, *, timeout_s: float | None = None
-    ) -> AsyncIterator[StreamItem]:
-        stream = await self.aopen_stream(model, prompt, params, timeout_s=timeout_s)
-        try:
-            async for item in stream:
-                yield item
-        finally:
-            await stream.aclose()
-
-    async def agenerate(
-        self, model: ModelRef, prompt: Prompt, params: SamplingParams, *, timeout_s: float | None = None
-    ) -> Completion:
-        return collect([item async for item in self.astream(model, prompt, params, timeout_s=timeout_s)], params.n)
 
     def close(self, *, drain: bool = False) -> None:
         self._client.close()

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from .batch import Lane, Sequence
+from .calls import DerivedCalls
 from .capacity import rows_fit
 from .models import BASE_ROW, ModelPool, ResidentBase, adapter_name, check_adapter_folder
 from .types import (
-    Completion,
     InferenceError,
     InferenceTimeout,
     InvalidRequest,
@@ -43,7 +43,6 @@ from .types import (
     StreamEvent,
     StreamItem,
     Usage,
-    collect,
 )
 
 log = logging.getLogger(__name__)
@@ -125,7 +124,7 @@ class RuntimeStats:
     batch_sizes: list[int] = field(default_factory=list)  # rows of recent decode steps, oldest first
 
 
-class InferenceRuntime:
+class InferenceRuntime(DerivedCalls):
     def __init__(
         self,
         *,
@@ -235,43 +234,12 @@ class InferenceRuntime:
             self._lock.notify_all()
         return request
 
-    def generate(
-        self, model: ModelRef, prompt: Prompt, params: SamplingParams, *, timeout_s: float | None = None
-    ) -> Completion:
-        request = self.submit(model, prompt, params, timeout_s=timeout_s)
-        try:
-            return _collect(request, iter(request.get, _DONE))
-        finally:
-            request.cancel()
-
     def stream(
         self, model: ModelRef, prompt: Prompt, params: SamplingParams, *, timeout_s: float | None = None
     ) -> Iterator[StreamItem]:
         """StreamEvent items, then one Usage. Closing the iterator early cancels the request."""
         request = self.submit(model, prompt, params, timeout_s=timeout_s)
         return _events(request, iter(request.get, _DONE))
-
-    async def agenerate(
-        self, model: ModelRef, prompt: Prompt, params: SamplingParams, *, timeout_s: float | None = None
-    ) -> Completion:
-        request = await self._asubmit(model, prompt, params, timeout_s)
-        try:
-            return _collect(request, [item async for item in _aitems(request)])
-        finally:
-            request.cancel()
-
-    async def astream(
-        self, model: ModelRef, prompt: Prompt, params: SamplingParams, *, timeout_s: float | None = None
-    ) -> AsyncIterator[StreamItem]:
-        """The async twin of `stream`; closing the generator (or cancelling its task) cancels the request. Submission
-        errors (Overloaded, ModelLoadError, InvalidRequest) come at the first item: use `aopen_stream` to get them
-        before starting a response."""
-        events = await self.aopen_stream(model, prompt, params, timeout_s=timeout_s)
-        try:
-            async for item in events:
-                yield item
-        finally:
-            await events.aclose()
 
     async def aopen_stream(
         self, model: ModelRef, prompt: Prompt, params: SamplingParams, *, timeout_s: float | None = None
@@ -565,5 +533,3 @@ async def _aitems(request: Request) -> AsyncIterator[Any]:
             return
 
 
-def _collect(request: Request, items: Any) -> Completion:
-    return collect(items, request.params.n)

@@ -27,7 +27,9 @@ def smol_1_7b():  # type: ignore[no-untyped-def]
 def llama_8b():  # type: ignore[no-untyped-def]
     from transformers import LlamaConfig
 
-    return LlamaConfig(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, head_dim=128)
+    return LlamaConfig(
+        hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, head_dim=128
+    )
 
 
 def test_kv_bytes_per_token_counts_layers_keys_values_kv_heads_and_head_dim():
