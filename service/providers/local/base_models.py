@@ -240,6 +240,13 @@ def load_base_model(
     )
 
 
+def model_folder(source: BaseModelSource, cache_dir: Path) -> str:
+    """The transformers folder the model loads from (a GGUF converted once into `cache_dir`, a hub id's snapshot), for
+    engines that load it themselves (vLLM)."""
+    require_available()
+    return _loadable_location(source, cache_dir)[0]
+
+
 def _loadable_location(source: BaseModelSource, cache_dir: Path) -> tuple[str, bool]:
     if source.kind == "gguf":
         folder, cached = convert_gguf(Path(source.location), Path(cache_dir))
