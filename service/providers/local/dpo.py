@@ -26,7 +26,8 @@ from .chat_data import (
     parse_chat_example,
 )
 from .errors import DatasetFormatError
-from .packing import MicroBatch, collate, target_positions
+from .modeling import split_batch
+from .packing import MicroBatch, collate
 
 
 @dataclass
@@ -103,9 +104,7 @@ def collate_pairs(batch: MicroBatch, pairs: Sequence[PreferencePair], pad_id: in
 
 def sequence_logps(model: Any, batch: dict[str, torch.Tensor], *, keep_logits: bool) -> torch.Tensor:
     """Per row, the sum of log-probabilities of its target tokens (only logits at target positions are computed)."""
-    labels = batch["labels"]
-    positions = target_positions(labels)
-    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    inputs, labels, positions = split_batch(batch)
     if keep_logits:
         logits = model(**inputs, use_cache=False, logits_to_keep=positions).logits
     else:

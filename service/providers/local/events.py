@@ -24,6 +24,13 @@ class StepMetrics(BaseModel):
     target_tokens: int = Field(description="Assistant tokens that carried loss so far.")
     tokens_per_second: float = Field(description="Real tokens of this step divided by its wall time.")
     elapsed_s: float
+    peak_gpu_memory_bytes: int | None = Field(
+        default=None, description="CUDA only: the most device memory torch has held at once so far in this run."
+    )
+    peak_process_rss_bytes: int | None = Field(
+        default=None,
+        description="The worker process's peak resident host memory so far (everything it holds, not only training).",
+    )
     reward_accuracy: float | None = Field(
         default=None, description="DPO: share of the step's pairs whose preferred answer has the higher reward."
     )
@@ -79,3 +86,5 @@ class TrainResult(BaseModel):
     metrics_path: Path
     checkpoint_path: Path | None = Field(description="Latest checkpoint kept in output_dir, if any.")
     resumed_from_step: int | None = None
+    peak_gpu_memory_bytes: int | None = Field(default=None, description="CUDA only: peak device memory of this call.")
+    peak_process_rss_bytes: int | None = Field(default=None, description="Peak resident host memory of the process.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -71,17 +72,56 @@ def supports_logits_to_keep(model: nn.Module) -> bool:
     return "logits_to_keep" in inspect.signature(causal.forward).parameters
 
 
-def loss_sum(model: nn.Module, batch: dict[str, torch.Tensor], *, keep_logits: bool) -> torch.Tensor:
-    """Sum of next-token cross-entropy over target tokens. Only logits at positions with a target are computed
-    (assistant tokens are a small share of chat data, and the vocabulary projection is a large share of the compute)."""
+def device_batch(collated: dict[str, torch.Tensor], device: torch.device, *, varlen: bool = False) -> dict[str, Any]:
+    """A collated micro-batch on the device, with what the loss and the kernels need worked out on the host first.
+
+    The target positions (which logits to compute) and FlashAttention's example boundaries are read from host tensors
+    here: computed from device tensors, each would stop the host until the device caught up (a `nonzero` or an
+    `.item()`), once per micro-batch or once per layer, and a GPU left waiting for the host runs at the host's pace.
+    """
+    out: dict[str, Any] = {key: value.to(device, non_blocking=True) for key, value in collated.items()}
+    out["target_positions"] = target_positions(collated["labels"]).to(device, non_blocking=True)
+    if varlen and "position_ids" in collated:
+        from .kernels import varlen_kwargs
+
+        out.update(
+            {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in varlen_kwargs(collated["position_ids"]).items()}
+        )
+    return out
+
+
+def split_batch(batch: dict[str, Any]) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    """(model inputs, labels, target positions) of a batch from ``device_batch`` (or a plain collated one)."""
     labels = batch["labels"]
-    positions = target_positions(labels)
-    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    positions = batch.get("target_positions")
+    if positions is None:
+        positions = target_positions(labels)
+    inputs = {key: value for key, value in batch.items() if key not in ("labels", "target_positions")}
+    return inputs, labels, positions
+
+
+def loss_sum(
+    model: nn.Module, batch: dict[str, Any], *, keep_logits: bool, fused_loss: Callable[..., Any] | None = None
+) -> torch.Tensor:
+    """Sum of next-token cross-entropy over target tokens. Only logits at positions with a target are computed
+    (assistant tokens are a small share of chat data, and the vocabulary projection is a large share of the compute).
+
+    With `fused_loss` (Liger's fused linear cross-entropy: ``(head weight, hidden states, targets) -> summed loss``) no
+    logits are materialised at all: the decoder's hidden states at the target positions go to the fused kernel, which
+    projects and reduces them chunk by chunk.
+    """
+    inputs, labels, positions = split_batch(batch)
+    targets = labels[:, 1:][:, positions]
+    if fused_loss is not None:
+        causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+        # LoRA layers sit inside the decoder's modules, so calling the decoder directly still trains the adapter.
+        hidden = causal.get_decoder()(**inputs, use_cache=False).last_hidden_state[:, positions]
+        weight = causal.get_output_embeddings().weight
+        return fused_loss(weight, hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1))
     if keep_logits:
         logits = model(**inputs, use_cache=False, logits_to_keep=positions).logits
     else:
         logits = model(**inputs, use_cache=False).logits[:, positions]
-    targets = labels[:, 1:][:, positions]
     return F.cross_entropy(
         logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
     )

@@ -107,17 +107,20 @@ def group_steps(batches: Sequence[MicroBatch], accumulation: int) -> list[list[M
     return [list(batches[i : i + accumulation]) for i in range(0, len(batches), accumulation)]
 
 
-def collate(batch: MicroBatch, examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, Any]:
+def collate(
+    batch: MicroBatch, examples: Sequence[TokenizedExample], pad_id: int, *, width: int | None = None
+) -> dict[str, Any]:
     """Tensors for one micro-batch.
 
     Packed rows carry position ids that restart at 0 for each example and no attention mask: transformers then builds
     a block-diagonal causal mask, so examples never attend to each other. Each example's first label is ignored, as it
     would be in its own row (nothing precedes it to predict it from). Padding (at the row end) forms its own segment.
-    Unpacked rows are right-padded with an attention mask.
+    Unpacked rows are right-padded with an attention mask. `width` pads every row to at least that many tokens (one
+    shape for every batch, for kernels compiled per shape).
     """
     import torch
 
-    width = max(sum(len(examples[i]) for i in row) for row in batch.rows)
+    width = max([sum(len(examples[i]) for i in row) for row in batch.rows] + [width or 0])
     ids: list[list[int]] = []
     labels: list[list[int]] = []
     positions: list[list[int]] = []

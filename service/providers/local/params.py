@@ -8,8 +8,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-# Fields that only change what is observed or kept, not the trained weights: a resume may change them.
-_NON_TRAJECTORY_FIELDS = frozenset({"eval_every_steps", "checkpoint_every_steps", "keep_checkpoints", "merge_adapter"})
+# Fields that only change what is observed or kept, or how fast the same computation runs (kernels, memory for time),
+# not the trained weights: a resume may change them, and runs recorded before they existed keep their fingerprint.
+_NON_TRAJECTORY_FIELDS = frozenset(
+    {
+        "eval_every_steps",
+        "checkpoint_every_steps",
+        "keep_checkpoints",
+        "merge_adapter",
+        "attention",
+        "liger_kernels",
+        "gradient_checkpointing",
+        "torch_compile",
+    }
+)
 # DPO's beta when a DPO job does not set it (OpenAI's and TRL's default).
 DEFAULT_DPO_BETA = 0.1
 
@@ -52,6 +64,22 @@ class LocalTrainParams(BaseModel):
     packing: bool = Field(default=True, description="Pack examples into full rows instead of padding each one.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         default="auto", description="'auto': bf16 autocast on a CUDA device that supports it, fp32 elsewhere."
+    )
+    attention: Literal["auto", "sdpa", "flex_attention", "flash_attention_2", "eager"] = Field(
+        default="auto",
+        description="How packed examples are kept apart in attention. 'auto': flash_attention_2 on CUDA when flash_attn "
+        "is installed, else flex_attention (a document block mask) on CUDA, else sdpa with a block-diagonal mask.",
+    )
+    liger_kernels: bool = Field(
+        default=True,
+        description="Use Liger's kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU) on CUDA when liger-kernel "
+        "is installed (the gpu extra) and supports the architecture; ignored elsewhere.",
+    )
+    gradient_checkpointing: bool = Field(
+        default=False, description="Recompute activations in the backward pass: less memory, about a third more compute."
+    )
+    torch_compile: bool = Field(
+        default=False, description="torch.compile each decoder layer (compile time first, faster steps after on GPU)."
     )
     beta: float | None = Field(
         default=None,

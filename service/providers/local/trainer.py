@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -41,7 +42,9 @@ from .events import (
     TrainResult,
     ValidationMetrics,
 )
-from .modeling import attach_lora, loss_sum, resolve_target_modules, supports_logits_to_keep
+from .kernels import Kernels, compile_layers, prepare
+from .memory import peak_gpu_bytes, peak_rss_bytes, reset_peak
+from .modeling import attach_lora, device_batch, loss_sum, resolve_target_modules, supports_logits_to_keep
 from .packing import collate, count_targets, padding_share, plan_epoch
 from .params import LocalTrainParams, check_method_params
 from .runtime import (
@@ -59,6 +62,7 @@ from .schedule import plan_training, warmup_linear_decay
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.jsonl"
 ADAPTER_DIR = "adapter"
+log = logging.getLogger(__name__)
 MERGED_DIR = "merged"
 
 
@@ -177,6 +181,7 @@ class _Run:
         precision, self.dtype = select_precision(self.params.precision, dev)
         self.precision = precision
         threads = configure_threads(num_threads) if dev.type == "cpu" else torch.get_num_threads()
+        reset_peak(dev)
         self.loaded = load_base_model(source, cache_dir=Path(cache_dir), device=dev, dtype=self.dtype)
         self.report(
             TrainMessage(
@@ -237,9 +242,16 @@ class _Run:
         params = self.params
         model = self.loaded.model
         self.target_modules = resolve_target_modules(model, params.target_modules)
+        # Kernels go in before LoRA wraps the layers (Liger swaps the norms' and MLPs' forward, keeping their Linears).
+        self.kernels = prepare(model, params, self.dev) if not self.dpo else Kernels(attention="sdpa")
         seed_everything(params.seed)
         model = self.model = attach_lora(model, params, self.target_modules, self.source.spec)
         model.train()
+        compile_layers(model, self.kernels, params.torch_compile and not self.dpo)
+        if self.kernels.notes:
+            for note in self.kernels.notes:
+                log.info("%s", note)
+            self.report(TrainMessage(message="; ".join(self.kernels.notes), data=self.kernels.summary()))
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=params.learning_rate, weight_decay=params.weight_decay)
         warmup_steps = math.ceil(params.warmup_ratio * self.total_steps)
@@ -277,7 +289,9 @@ class _Run:
             step_targets = sum(count_targets(mb, self.train_examples) for mb in planned.micro_batches)
             # The loss is a mean over the step's assistant tokens (SFT) or its preference pairs (DPO).
             step_norm = sum(len(mb.rows) for mb in planned.micro_batches) if self.dpo else step_targets
-            step_loss, step_tokens, correct, margin = 0.0, 0, 0.0, 0.0
+            # Summed on the device and read once per step, with the gradient norm: a read is a host-device sync.
+            step_loss: torch.Tensor | float = 0.0
+            step_tokens, correct, margin = 0, 0.0, 0.0
             for micro_batch in planned.micro_batches:
                 if stop():
                     step = self.step
@@ -288,23 +302,28 @@ class _Run:
                     return self.result("cancelled")
                 if self.dpo:
                     collated = collate_pairs(micro_batch, self.train_examples, self.pad_id)
-                    batch = {key: value.to(dev) for key, value in collated.items()}
+                    batch = device_batch(collated, dev)
                     with autocast(dev, dtype):
                         pairs = pair_loss(self.model, batch, params.dpo_beta(), keep_logits=self.keep_logits)
                     batch_loss, correct, margin = pairs.loss, correct + pairs.correct, margin + pairs.margin
                 else:
-                    collated = collate(micro_batch, self.train_examples, self.pad_id)
-                    batch = {key: value.to(dev) for key, value in collated.items()}
+                    width = params.max_seq_length if self.kernels.fixed_width and micro_batch.packed else None
+                    collated = collate(micro_batch, self.train_examples, self.pad_id, width=width)
+                    batch = device_batch(collated, dev, varlen=self.kernels.varlen and micro_batch.packed)
                     with autocast(dev, dtype):
-                        batch_loss = loss_sum(self.model, batch, keep_logits=self.keep_logits)
+                        batch_loss = loss_sum(
+                            self.model, batch, keep_logits=self.keep_logits, fused_loss=self.kernels.fused_loss
+                        )
                 (batch_loss / step_norm).backward()
-                step_loss += float(batch_loss.detach())
+                step_loss = step_loss + batch_loss.detach()
                 step_tokens += micro_batch.real_tokens(self.lengths)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, params.max_grad_norm))
+            grad_norm_t = torch.nn.utils.clip_grad_norm_(self.trainable, params.max_grad_norm)
             learning_rate = self.scheduler.get_last_lr()[0]
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
+            # One read for both, after the optimizer step is queued (a non-finite loss is refused just below).
+            step_loss, grad_norm = torch.stack([torch.as_tensor(step_loss).to(grad_norm_t), grad_norm_t]).tolist()
             self.step += 1
             step = self.step
             step_rng = capture_rng_state()
@@ -328,6 +347,8 @@ class _Run:
                     target_tokens=self.target_tokens,
                     tokens_per_second=step_tokens / duration if duration > 0 else 0.0,
                     elapsed_s=time.perf_counter() - self.started,
+                    peak_gpu_memory_bytes=peak_gpu_bytes(dev),
+                    peak_process_rss_bytes=peak_rss_bytes(),
                     reward_accuracy=correct / step_norm if self.dpo else None,
                     reward_margin=margin / step_norm if self.dpo else None,
                 )
@@ -339,10 +360,8 @@ class _Run:
         return None
 
     def validate(self) -> None:
-        evaluate = evaluate_dpo_loss if self.dpo else evaluate_loss
-        value, count = evaluate(
-            self.model, self.validation_examples, self.params, self.pad_id, self.dev, self.dtype, self.keep_logits
-        )
+        args = (self.model, self.validation_examples, self.params, self.pad_id, self.dev, self.dtype, self.keep_logits)
+        value, count = evaluate_dpo_loss(*args) if self.dpo else evaluate_loss(*args, kernels=self.kernels)
         self.last_validation = value
         self.report(
             ValidationMetrics(
@@ -404,6 +423,8 @@ class _Run:
             metrics_path=self.metrics.path,
             checkpoint_path=latest,
             resumed_from_step=self.resumed_from,
+            peak_gpu_memory_bytes=peak_gpu_bytes(self.dev),
+            peak_process_rss_bytes=peak_rss_bytes(),
         )
 
     def finish(self) -> TrainResult:
@@ -449,8 +470,11 @@ def evaluate_loss(
     device: torch.device,
     dtype: torch.dtype,
     keep_logits: bool,
+    *,
+    kernels: Kernels | None = None,
 ) -> tuple[float, int]:
-    """Mean loss over the assistant tokens of `examples` (dropout off, training RNG untouched)."""
+    """Mean loss over the assistant tokens of `examples` (dropout off, training RNG untouched), batched as training
+    batches them for the run's attention `kernels`."""
     batches = plan_epoch(
         [len(e) for e in examples],
         batch_size=params.batch_size,
@@ -466,7 +490,9 @@ def evaluate_loss(
     try:
         with preserved_rng(device), torch.no_grad():
             for micro_batch in batches:
-                batch = {key: value.to(device) for key, value in collate(micro_batch, examples, pad_id).items()}
+                width = params.max_seq_length if kernels and kernels.fixed_width and micro_batch.packed else None
+                collated = collate(micro_batch, examples, pad_id, width=width)
+                batch = device_batch(collated, device, varlen=bool(kernels and kernels.varlen and micro_batch.packed))
                 with autocast(device, dtype):
                     total += float(loss_sum(model, batch, keep_logits=keep_logits))
                 count += count_targets(micro_batch, examples)
@@ -500,8 +526,7 @@ def evaluate_dpo_loss(
     try:
         with preserved_rng(device), torch.no_grad():
             for micro_batch in batches:
-                collated = collate_pairs(micro_batch, pairs, pad_id)
-                batch = {key: value.to(device) for key, value in collated.items()}
+                batch = device_batch(collate_pairs(micro_batch, pairs, pad_id), device)
                 with autocast(device, dtype):
                     total += float(pair_loss(model, batch, params.dpo_beta(), keep_logits=keep_logits).loss)
     finally:
