@@ -214,8 +214,10 @@ def evaluation_for_job(session: Session, job: Job, settings: Settings | None = N
     sealed_judge = stored.pop("judge", None)
     req = JobEvaluationRequest.model_validate(stored)
     candidates: list[Any] = []
-    # The base model is called the way the job's provider serves its models.
-    provider = registry.entry(job.provider).evaluation_target or "openai"
+    # The base model is called the way the job's provider serves its models: at that provider when it speaks OpenAI's
+    # protocol (openai, azure), or by this service's inference (local).
+    target = registry.entry(job.provider).evaluation_target
+    provider = job.provider if target == "openai" else (target or "openai")
     if req.include_base:
         candidates.append(ModelCandidate(name="base", provider=provider, model=job.base_model))
     if req.few_shot_k:

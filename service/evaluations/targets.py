@@ -30,7 +30,7 @@ SECRET_PURPOSE = "evaluation-endpoint"
 class RemoteTarget:
     model: str
     client: ClientConfig
-    provider: str  # "openai" or "endpoint": whether our price table applies and the Batch API is there
+    provider: str  # the provider ("openai", "azure", ...) or "endpoint": whether OpenAI's Batch API is there
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,10 @@ def resolve(
         if registry.entry(spec_m.provider).evaluation_target == "local":
             local = _local_model(session, settings, project_id, spec_m.model, "infer")
             return LocalTarget(spec_m.model, local.base, local.adapter_path)
-        client = openai_client(session, settings, project_id) if not check_only else _placeholder_client()
-        return RemoteTarget(spec_m.model, client, "openai")
+        client = (
+            provider_client(session, settings, project_id, spec_m.provider) if not check_only else _placeholder_client()
+        )
+        return RemoteTarget(spec_m.model, client, spec_m.provider)
     spec_j = JobCandidate.model_validate(candidate)
     job = get_owned(session, Job, spec_j.job_id, project_id, "job")
     if spec_j.checkpoint_step is None and job.status != JobStatus.succeeded:
@@ -114,8 +116,28 @@ def resolve(
         raise Conflict(f"job {job.id} has no fine-tuned model", code="job_not_succeeded")
     if target != "openai":
         raise InvalidInput(f"jobs of provider {job.provider!r} cannot be evaluated yet", code="unsupported_provider")
-    client = openai_client(session, settings, project_id) if not check_only else _placeholder_client()
-    return RemoteTarget(model, client, "openai")
+    if check_only:
+        return RemoteTarget(model, _placeholder_client(), job.provider)
+    if registry.entry(job.provider).capabilities.needs_deployment:
+        # Azure answers a fine-tune only under the name of its deployment. Checked when the evaluation runs, not when
+        # it is created: the one a job asks for is created as the job succeeds, before anyone could deploy it.
+        from service.deployments.service import deployment_name
+
+        if spec_j.checkpoint_step is not None:
+            raise Conflict(
+                f"{job.provider} serves checkpoints only through a deployment of their own; evaluate the final model",
+                code="deployment_required",
+            )
+        model = deployment_name(session, job)
+    return RemoteTarget(model, provider_client(session, settings, project_id, job.provider), job.provider)
+
+
+def provider_client(session: Session, settings: Settings, project_id: str, provider: str) -> ClientConfig:
+    """The OpenAI-compatible client a provider's models are called with, for this project."""
+    entry = registry.entry(provider)
+    if entry.inference_client is not None:
+        return entry.inference_client(session, settings, project_id)
+    return openai_client(session, settings, project_id)
 
 
 def judge_endpoint(judge: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from api_schemas.jobs import CheckpointOut, JobError, JobEventOut, JobMethod, JobOut
 from service.clock import utcnow
+from service.deployments.service import notice as deployment_notice
 from service.jobs.deprecation import job_serving_warnings
 from service.jobs.metrics import RESULT_FILE_EVENT, result_event_summary
 from service.jobs.models import Job, JobCheckpoint, JobEvent
@@ -34,7 +35,11 @@ def job_out(job: Job) -> JobOut:
         last_error=last_error_out(job),
         attempts=job.attempts,
         # Stored warnings are those of the moment the job was created; shutdown warnings depend on today.
-        warnings=[*job.warnings, *job_serving_warnings(job.fine_tuned_model, job.warnings, utcnow().date())],
+        warnings=[
+            *job.warnings,
+            *job_serving_warnings(job.fine_tuned_model, job.warnings, utcnow().date()),
+            *filter(None, [deployment_notice(job)]),
+        ],
         provider_anomalies=job.provider_anomalies or [],
         requested_action=job.requested_action,
         rerun_of_job_id=job.rerun_of_job_id,

@@ -81,7 +81,13 @@ class AzureProvider(OpenAIProvider):
             raw = m.model_dump(mode="json")
             deprecation = raw.get("deprecation") or {}
             when = deprecation.get("inference")
-            shutdown = date.fromtimestamp(when) if isinstance(when, int | float) else None
+            if isinstance(when, int | float):
+                shutdown = date.fromtimestamp(when)
+            else:  # a resource answering in OpenAI's shape
+                try:
+                    shutdown = date.fromisoformat(raw["shutdown_date"]) if raw.get("shutdown_date") else None
+                except (TypeError, ValueError):
+                    shutdown = None
             capabilities = raw.get("capabilities") or {}
             out.append(
                 ProviderModel(

@@ -37,10 +37,6 @@ class ClientConfig(BaseModel):
 
 
 def _sdk_kwargs(config: ClientConfig, max_retries: int) -> dict:
-    headers: dict[str, Any] = dict(config.default_headers)
-    if config.auth == "api-key":
-        # Omit() makes the SDK drop its own Authorization header instead of sending the key as a bearer too.
-        headers.update({"api-key": config.api_key.get_secret_value(), "Authorization": openai.Omit()})
     return {
         "api_key": config.api_key.get_secret_value(),
         "base_url": config.base_url,
@@ -48,15 +44,36 @@ def _sdk_kwargs(config: ClientConfig, max_retries: int) -> dict:
         "project": config.project,
         "timeout": config.timeout_s,
         "max_retries": max_retries,
-        "default_headers": headers or None,
+        "default_headers": config.default_headers or None,
     }
+
+
+class _ApiKeyClient(openai.OpenAI):
+    """Sends the key in an ``api-key`` header instead of as a bearer (and so has no Authorization header to check)."""
+
+    @property
+    def _bearer_auth(self) -> dict[str, str]:
+        return {"api-key": self.api_key} if self.api_key else {}
+
+    def _validate_headers(self, headers: Any, custom_headers: Any) -> None:
+        return None
+
+
+class _AsyncApiKeyClient(openai.AsyncOpenAI):
+    @property
+    def _bearer_auth(self) -> dict[str, str]:
+        return {"api-key": self.api_key} if self.api_key else {}
+
+    def _validate_headers(self, headers: Any, custom_headers: Any) -> None:
+        return None
 
 
 def sync_client(
     config: ClientConfig, *, max_retries: int = 2, max_response_bytes: int = FILE_RESPONSE_BYTES
 ) -> openai.OpenAI:
     http = net.sync_client(timeout=config.timeout_s, max_response_bytes=max_response_bytes)
-    return openai.OpenAI(**_sdk_kwargs(config, max_retries), http_client=http)
+    cls = _ApiKeyClient if config.auth == "api-key" else openai.OpenAI
+    return cls(**_sdk_kwargs(config, max_retries), http_client=http)
 
 
 def async_client(
@@ -65,7 +82,8 @@ def async_client(
     # A pool as large as the concurrency: no request waits for a connection the limiter already paid for.
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     http = net.async_client(timeout=config.timeout_s, max_response_bytes=max_response_bytes, limits=limits)
-    return openai.AsyncOpenAI(**_sdk_kwargs(config, 0), http_client=http)
+    cls = _AsyncApiKeyClient if config.auth == "api-key" else openai.AsyncOpenAI
+    return cls(**_sdk_kwargs(config, 0), http_client=http)
 
 
 def no_retries(client: openai.OpenAI) -> openai.OpenAI:
