@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 
 from api_schemas.common import RequestModel
 from api_schemas.graders import ExactMatchGraderSpec, GraderComparison, GraderSpec, GraderSummary, Score
+from api_schemas.reviews import ReviewSummary
 from api_schemas.work import LastError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -279,6 +280,11 @@ class EvaluationOut(BaseModel):
     attempts: int = Field(default=0, description="Failed runs in a row (0: the last one went well).")
     cancel_requested: bool = False
     metadata: dict[str, Any] = Field(default_factory=dict)
+    reviews: list[ReviewSummary] | None = Field(
+        default=None,
+        description="Human review queues of this evaluation with their figures (POST .../review); given by GET of "
+        "one evaluation, null in lists and events.",
+    )
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None = None

@@ -19,6 +19,7 @@ from service.evaluations.graders.registry import list_graders
 from service.evaluations.models import Evaluation, EvaluationSample
 from service.evaluations.views import evaluation_out, sample_out
 from service.idempotency.service import fingerprint
+from service.reviews.service import summaries_for_evaluation
 from service.work.wake import wake
 
 router = APIRouter(tags=["evaluations"])
@@ -76,7 +77,8 @@ def list_evaluations(
 
 @router.get("/evaluations/{evaluation_id}", response_model=EvaluationOut, responses=problem_responses(401, 404))
 def get_evaluation(evaluation_id: str, caller: CallerDep, session: SessionDep) -> EvaluationOut:
-    return evaluation_out(service.get_evaluation(session, caller.project_id, evaluation_id))
+    evaluation = service.get_evaluation(session, caller.project_id, evaluation_id)
+    return evaluation_out(evaluation).model_copy(update={"reviews": summaries_for_evaluation(session, evaluation)})
 
 
 @router.get(
