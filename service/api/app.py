@@ -53,7 +53,6 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     problems.install(app)
 
     from service.datasets.router import router as datasets_router
-    from service.distill.router import router as distill_router
     from service.datasets.rules_router import router as dataset_rules_router
     from service.deployments.router import router as deployments_router
     from service.evaluations.router import router as evaluations_router
@@ -64,20 +63,17 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     from service.projects.router import router as projects_router
     from service.providers.router import router as providers_router
     from service.providers.webhooks_router import router as provider_webhooks_router
-    from service.reviews.router import router as reviews_router
     from service.webhooks.router import router as webhooks_router
 
     app.include_router(health_router)
     for router in (
         projects_router,
-        distill_router,  # before datasets: /datasets/distill is not a dataset id
         datasets_router,
         dataset_rules_router,
         jobs_router,
         job_artifacts_router,
         deployments_router,
         evaluations_router,
-        reviews_router,
         events_router,
         providers_router,
         provider_webhooks_router,
