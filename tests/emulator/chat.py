@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import params, tokens
 from .catalog import ResolvedModel
-from .errors import invalid, not_found
+from .errors import AzureError, invalid, not_found
 
 if TYPE_CHECKING:
     from .core import EmulatorCore
@@ -133,7 +133,19 @@ def build(core: EmulatorCore, body: Any, *, request_id: str | None = None) -> tu
         if body.get(key) is not None:
             limit = params.int_in_range(key, body[key], low=1)
             break
-    model = resolve_model(core, requested)
+    if core.config.azure is not None:
+        # Azure serves a model only through a deployment: the request names the deployment.
+        deployed = core.store.deployments.get(requested)
+        if deployed is None:
+            raise AzureError(
+                404,
+                "DeploymentNotFound",
+                "The API deployment for this resource does not exist. If you created the deployment within the last "
+                "5 minutes, please wait a moment and try again.",
+            )
+        model = resolve_model(core, deployed)
+    else:
+        model = resolve_model(core, requested)
     encoding = model.spec.encoding
     prompt_tokens = tokens.count_messages(messages, encoding)
     choices = []

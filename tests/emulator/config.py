@@ -52,6 +52,35 @@ def default_catalog() -> list[ModelSpec]:
     ]
 
 
+AZURE_DEPLOYMENTS_UNTIL = "2027-10-01"
+
+
+def azure_catalog() -> list[ModelSpec]:
+    """The models an Azure OpenAI resource fine-tunes (Azure's own list; gpt-4o-mini has no DPO there), dated by when
+    their fine-tuned deployments retire (about 2027-10)."""
+    return [
+        _spec(
+            "gpt-4o-mini-2024-07-18", 1721172741, ("gpt-4o-mini",), "supervised", shutdown_date=AZURE_DEPLOYMENTS_UNTIL
+        ),
+        _spec("gpt-4o-2024-08-06", 1722814719, ("gpt-4o",), "supervised dpo", shutdown_date=AZURE_DEPLOYMENTS_UNTIL),
+        _spec("gpt-4.1-2025-04-14", 1744316542, ("gpt-4.1",), "supervised dpo", shutdown_date=AZURE_DEPLOYMENTS_UNTIL),
+        _spec(
+            "gpt-4.1-mini-2025-04-14",
+            1744318173,
+            ("gpt-4.1-mini",),
+            "supervised dpo",
+            shutdown_date=AZURE_DEPLOYMENTS_UNTIL,
+        ),
+        _spec(
+            "gpt-4.1-nano-2025-04-14",
+            1744321025,
+            ("gpt-4.1-nano",),
+            "supervised dpo",
+            shutdown_date=AZURE_DEPLOYMENTS_UNTIL,
+        ),
+    ]
+
+
 @dataclass(frozen=True)
 class RateLimit:
     """Per-model limits; each is a token bucket of that capacity refilled evenly over one minute."""
@@ -190,6 +219,17 @@ class FaultRule:
         }
 
 
+@dataclass(frozen=True)
+class AzureConfig:
+    """What an Azure OpenAI resource does differently (documented in Microsoft Learn; listed against OpenAI's
+    description in tests/unit/emulator/test_azure_contract.py)."""
+
+    # Training and validation files: JSONL in UTF-8 with a byte-order mark.
+    require_bom: bool = True
+    # Azure says "pending" where OpenAI says "queued".
+    status_names: tuple[tuple[str, str], ...] = (("queued", "pending"),)
+
+
 @dataclass
 class EmulatorConfig:
     host: str = "127.0.0.1"
@@ -242,6 +282,14 @@ class EmulatorConfig:
     webhook_timeout_seconds: float = 5.0
     # How often (real seconds) a running clock is applied to jobs and batches without waiting for a request.
     tick_interval: float = 0.05
+    # An Azure OpenAI resource instead of OpenAI (``AzureConfig``): the v1 API under /openai/v1, api-key auth, Azure's
+    # file rules, model names and statuses, and deployments. Use ``EmulatorConfig.azure_resource()``.
+    azure: AzureConfig | None = None
+
+    @classmethod
+    def azure_resource(cls, **kwargs: object) -> EmulatorConfig:
+        kwargs.setdefault("catalog", azure_catalog())
+        return cls(azure=AzureConfig(), **kwargs)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
         if self.speed < 0:

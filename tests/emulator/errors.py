@@ -28,6 +28,17 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+class AzureError(ApiError):
+    """Azure's own errors (authentication, unknown routes and deployments): ``{"error": {"code", "message"}}``, the
+    code a string (``"401"``, ``"DeploymentNotFound"``)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(status, message, code=code)
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
 def invalid(message: str, *, param: str | None = None, code: str | None = None) -> ApiError:
     return ApiError(400, message, param=param, code=code)
 

@@ -26,6 +26,8 @@ EXTRA_HP = {
     "reinforcement": ("reasoning_effort", "compute_multiplier", "eval_interval", "eval_samples"),
 }
 SEED_MAX = 2147483647
+# Azure's training tiers (``trainingType`` in a job create; Microsoft Learn, "Customize a model with fine-tuning").
+AZURE_TRAINING_TYPES = ("standard", "globalstandard", "developer")
 
 
 def _hyperparameters(raw: Any, path: str, method: str) -> tuple[dict[str, Any], dict[str, Any]]:

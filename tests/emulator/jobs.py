@@ -6,6 +6,7 @@ cancelled. Paused jobs keep their place and stop advancing. All functions run un
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,10 @@ def _training_input(core: EmulatorCore, file_id: str | None, param: str) -> None
 
 
 def create(core: EmulatorCore, body: dict[str, Any]) -> JobRecord:
+    azure = core.config.azure
+    if azure is not None:
+        body = dict(body)
+        params.one_of("trainingType", body.pop("trainingType", "standard"), job_params.AZURE_TRAINING_TYPES)
     params.reject_unknown(body, job_params.CREATE_FIELDS)
     model_name = params.required_str(body, "model")
     training_file = params.required_str(body, "training_file")
@@ -86,6 +91,7 @@ def create(core: EmulatorCore, body: dict[str, Any]) -> JobRecord:
         cursor=now,
         has_validation=validation_file is not None,
         model_tag=core.ids.new("model_tag"),
+        status_names=dict(azure.status_names) if azure is not None else {},
     )
     for rule in core.config.outcome_rules:
         if rule.matches(suffix, metadata):
@@ -276,6 +282,8 @@ def _train_step(core: EmulatorCore, job: JobRecord, at: float) -> None:
 
 
 def _model_name(core: EmulatorCore, job: JobRecord) -> str:
+    if core.config.azure is not None:
+        return f"{job.base.id}.ft-{hashlib.sha256(job.id.encode()).hexdigest()[:32]}"
     return f"ft:{job.base.id}:{core.config.organization_name}:{job.suffix or ''}:{job.model_tag}"
 
 

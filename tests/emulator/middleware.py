@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.routing import Match
 
 from .core import EmulatorCore
-from .errors import ApiError, server_error, unavailable
+from .errors import ApiError, AzureError, server_error, unavailable
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -27,6 +27,11 @@ Send = Callable[[Message], Awaitable[None]]
 NO_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth "
     "(i.e. Authorization: Bearer YOUR_KEY). You can obtain an API key from https://platform.openai.com/account/api-keys."
+)
+AZURE_PREFIX = "/openai"
+AZURE_NO_KEY = (
+    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an "
+    "active subscription and use a correct regional API endpoint for your resource."
 )
 # Routes that rate-limit themselves per model once they know the model from the body.
 SELF_LIMITED = ("/v1/chat/completions",)
@@ -67,6 +72,15 @@ class EmulatorMiddleware:
             return
         core = self.core
         method, path = scope["method"], scope["path"]
+        if core.config.azure is not None:
+            # An Azure resource serves the v1 API under /openai/v1; the rest of the emulator knows it as /v1.
+            if not path.startswith(AZURE_PREFIX + "/v1/"):
+                if path.startswith("/v1/"):
+                    await _send_plain(send, AzureError(404, "404", "Resource not found"))
+                    return
+            else:
+                path = path[len(AZURE_PREFIX) :]
+                scope = {**scope, "path": path, "raw_path": path.encode()}
         started = time.perf_counter()
         request_id = core.ids.new("request")
         state = scope.setdefault("state", {})
@@ -185,6 +199,8 @@ class EmulatorMiddleware:
             await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def _auth_problem(self, scope: Scope) -> ApiError | None:
+        if self.core.config.azure is not None:
+            return self._azure_auth_problem(scope)
         header = ""
         for name, value in scope.get("headers", []):
             if name.lower() == b"authorization":
@@ -205,6 +221,15 @@ class EmulatorMiddleware:
             )
         return None
 
+    def _azure_auth_problem(self, scope: Scope) -> ApiError | None:
+        """Azure reads the resource key from an ``api-key`` header (a bearer would have to be an Entra token, which
+        the emulator does not issue) and answers 401 in its own shape, without OpenAI's type or param."""
+        key = next((v.decode("latin-1").strip() for n, v in scope.get("headers", []) if n.lower() == b"api-key"), "")
+        allowed = self.core.config.api_keys
+        if not key or (allowed is not None and key not in allowed):
+            return AzureError(401, "401", AZURE_NO_KEY)
+        return None
+
     def _fault_error(self, kind: str, retry_after: float | None) -> ApiError:
         if kind == "500":
             return server_error()
@@ -220,3 +245,10 @@ class EmulatorMiddleware:
             code="rate_limit_exceeded",
             headers=headers,
         )
+
+
+async def _send_plain(send: Send, error: ApiError) -> None:
+    body = json.dumps(error.body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

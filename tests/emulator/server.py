@@ -110,7 +110,13 @@ class OpenAIEmulator:
 
     @property
     def base_url(self) -> str:
-        return f"{self.url}/v1"
+        """The API's base URL: ``/v1``, or an Azure resource's ``/openai/v1``."""
+        return f"{self.url}/openai/v1" if self.config.azure is not None else f"{self.url}/v1"
+
+    @property
+    def endpoint(self) -> str:
+        """An Azure resource's endpoint (what ``https://<resource>.openai.azure.com`` is to Azure)."""
+        return self.url
 
     @property
     def webhook_secret(self) -> str:
@@ -151,6 +157,12 @@ class OpenAIEmulator:
 
     def drain_webhooks(self) -> list[WebhookMessage]:
         return self.core.drain_webhooks()
+
+    def deploy(self, name: str, model: str) -> None:
+        """Azure: create deployment ``name`` serving ``model`` (what ``az cognitiveservices account deployment
+        create`` does on the control plane)."""
+        with self.core.store.lock:
+            self.core.store.deployments[name] = model
 
     def set_correct_answers(self, answers: dict[str, str]) -> None:
         with self.core.store.lock:

@@ -122,6 +122,8 @@ class JobRecord:
     # Odd but valid answers the description allows (metadata ``emulator_odd``; see config.ODD_JOB_ANSWERS).
     odd: str | None = None
     model_tag: str = ""
+    # Our status -> the name the API answers with (Azure's "pending" for "queued").
+    status_names: dict[str, str] = field(default_factory=dict)
     metrics_rows: list[dict[str, Any]] = field(default_factory=list)
     events: list[EventRecord] = field(default_factory=list)
     checkpoints: list[CheckpointRecord] = field(default_factory=list)
@@ -152,7 +154,7 @@ class JobRecord:
             "organization_id": self.organization_id,
             "result_files": list(self.result_files),
             "seed": self.seed,
-            "status": self.status,
+            "status": self.status_names.get(self.status, self.status),
             "trained_tokens": self.trained_tokens,
             "training_file": self.training_file,
             "validation_file": self.validation_file,
@@ -245,6 +247,8 @@ class Store:
         self.jobs: dict[str, JobRecord] = {}
         self.batches: dict[str, BatchRecord] = {}
         self.fine_tuned_models: dict[str, FineTunedModel] = {}
+        # Azure: deployment name -> the model it serves (made on the control plane, ``emu.deploy``).
+        self.deployments: dict[str, str] = {}
         # Requests per route template ("POST /v1/fine_tuning/jobs"), whether they succeeded or not.
         self.calls: Counter[str] = Counter()
         self.event_seq = 0
@@ -255,6 +259,7 @@ class Store:
             self.jobs.clear()
             self.batches.clear()
             self.fine_tuned_models.clear()
+            self.deployments.clear()
             self.calls.clear()
             self.event_seq = 0
 

@@ -58,7 +58,7 @@ def check(
         return JobError(code=code, message=f"{prefix} {detail}", param=param)
 
     try:
-        text = content.decode("utf-8")
+        text = content.decode("utf-8").removeprefix("\ufeff")  # Azure requires the BOM
     except UnicodeDecodeError:
         return fail("The file is not valid UTF-8.")
     n_examples = 0

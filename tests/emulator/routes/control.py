@@ -34,6 +34,19 @@ async def state(request: Request) -> Response:
     return respond(core.dump())
 
 
+@router.put("/deployments/{name}")
+async def deploy(request: Request, name: str) -> Response:
+    """Azure's control plane (ARM) creating a deployment: ``{"model": <base or fine-tuned model>}``."""
+    core = core_of(request)
+    body = await json_body(request)
+    model = body.get("model") if isinstance(body, dict) else None
+    if not isinstance(model, str) or core.catalog.resolve(model, core.store) is None:
+        raise invalid(f"Cannot deploy {model!r}: no such model.", param="model")
+    with core.store.lock:
+        core.store.deployments[name] = model
+    return respond({"name": name, "model": model, "provisioning_state": "Succeeded"})
+
+
 @router.get("/calls")
 async def calls(request: Request) -> Response:
     return respond(core_of(request).calls())

@@ -40,6 +40,13 @@ async def upload(request: Request) -> Response:
         if purpose in JSONL_ONLY and not filename.lower().endswith(".jsonl"):
             raise invalid(f"Invalid file format for {JSONL_ONLY[purpose]} API. Must be .jsonl", param="file")
         content = await upload.read()
+    azure = core.config.azure
+    if azure is not None and azure.require_bom and purpose == "fine-tune" and not content.startswith(b"\xef\xbb\xbf"):
+        raise invalid(
+            "Training files must be JSONL encoded in UTF-8 with a byte-order mark (BOM).",
+            param="file",
+            code="invalid_file_encoding",
+        )
     limit = core.config.max_file_bytes
     if len(content) > limit:
         raise invalid(
