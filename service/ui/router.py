@@ -295,7 +295,7 @@ def evaluation_detail(
         ui=viewer,
         nav="evaluations",
         ev=out,
-        results=out.results or {},
+        results=out.model_dump(mode="json")["results"] or {},
         active=evaluation.status not in {s.value for s in evaluation_states.TERMINAL},
         examples=shown,
         link=link,

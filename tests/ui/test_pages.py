@@ -1,0 +1,163 @@
+"""The /ui pages through HTTP without a browser: sign-in, CSRF and origin checks, project scoping, escaping,
+security headers. (The browser suite checks what only a browser shows: the chart updating, the rendered page.)"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ui.conftest import csrf_of, sign_in
+
+
+@pytest.fixture
+def browser_client(app):  # type: ignore[no-untyped-def]
+    with TestClient(app, raise_server_exceptions=True, base_url="http://testserver") as c:
+        yield c
+
+
+def test_pages_need_sign_in_and_come_back_after_it(browser_client, project) -> None:
+    response = browser_client.get("/ui/jobs?after=job_1", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/ui/login?next=%2Fui%2Fjobs%3Fafter%3Djob_1"
+    login = browser_client.get(response.headers["location"])
+    assert 'name="next" value="/ui/jobs?after=job_1"' in login.text
+    response = browser_client.post(
+        "/ui/login",
+        data={"csrf_token": csrf_of(login.text), "api_key": project["key"], "reviewer": "Ana", "next": "/ui/datasets"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303 and response.headers["location"] == "/ui/datasets"
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/ui" in cookie
+    assert project["key"] not in cookie
+    page = browser_client.get("/ui/datasets")
+    assert page.status_code == 200 and "test project" in page.text and "Ana" in page.text
+
+
+def test_a_wrong_key_or_missing_name_is_refused_naming_the_field(browser_client, project) -> None:
+    token = csrf_of(browser_client.get("/ui/login").text)
+    bad_key = browser_client.post("/ui/login", data={"csrf_token": token, "api_key": "sk-nope", "reviewer": "Ana"})
+    assert bad_key.status_code == 401 and 'data-field="api_key"' in bad_key.text
+    no_name = browser_client.post("/ui/login", data={"csrf_token": token, "api_key": project["key"], "reviewer": " "})
+    assert no_name.status_code == 400 and 'data-field="reviewer"' in no_name.text
+    assert browser_client.get("/ui/jobs", follow_redirects=False).status_code == 303
+
+
+def test_forms_need_the_session_token_and_our_origin(browser_client, project) -> None:
+    token = csrf_of(browser_client.get("/ui/login").text)
+    data = {"api_key": project["key"], "reviewer": "Ana"}
+    assert browser_client.post("/ui/login", data=data).status_code == 403
+    assert browser_client.post("/ui/login", data={**data, "csrf_token": "forged"}).status_code == 403
+    cross = browser_client.post(
+        "/ui/login", data={**data, "csrf_token": token}, headers={"origin": "https://evil.example"}
+    )
+    assert cross.status_code == 403
+    sign_in(browser_client, project["key"])
+    page = browser_client.get("/ui/jobs")
+    # Signing in issues a fresh token: the one from before no longer signs forms.
+    assert csrf_of(page.text) != token
+    assert browser_client.post("/ui/logout", data={"csrf_token": token}).status_code == 403
+    out = browser_client.post("/ui/logout", data={"csrf_token": csrf_of(page.text)}, follow_redirects=False)
+    assert out.status_code == 303 and 'finetune_ui=""' in out.headers["set-cookie"]
+    assert browser_client.get("/ui/jobs", follow_redirects=False).status_code == 303
+
+
+def test_next_never_leaves_the_ui(browser_client, project) -> None:
+    token = csrf_of(browser_client.get("/ui/login").text)
+    for target in ("//evil.example/ui/", "https://evil.example/", "/v1/jobs", "/ui\\@evil"):
+        response = browser_client.post(
+            "/ui/login",
+            data={"csrf_token": token, "api_key": project["key"], "reviewer": "Ana", "next": target},
+            follow_redirects=False,
+        )
+        assert response.headers["location"] == "/ui/jobs", target
+        token = csrf_of(browser_client.get("/ui/jobs").text)
+
+
+def test_a_revoked_key_ends_its_sessions(browser_client, project, settings) -> None:
+    from service.db import session_scope
+    from service.projects.models import ApiKey
+    from service.projects.service import revoke_api_key
+
+    sign_in(browser_client, project["key"])
+    assert browser_client.get("/ui/jobs").status_code == 200
+    with session_scope(settings) as session:
+        key = session.exec(__import__("sqlmodel").select(ApiKey).where(ApiKey.project_id == project["id"])).one()
+        revoke_api_key(session, project["id"], key.id)
+    assert browser_client.get("/ui/jobs", follow_redirects=False).status_code == 303
+
+
+def test_a_tampered_cookie_is_no_session(browser_client, project) -> None:
+    sign_in(browser_client, project["key"])
+    value = browser_client.cookies.get("finetune_ui")
+    payload, mac = value.split(".")
+    browser_client.cookies.clear()
+    browser_client.cookies.set("finetune_ui", payload[:-2] + "AA." + mac, path="/ui")
+    assert browser_client.get("/ui/jobs", follow_redirects=False).status_code == 303
+
+
+def test_security_headers(browser_client, project) -> None:
+    sign_in(browser_client, project["key"])
+    for path in ("/ui/login", "/ui/jobs", "/ui/jobs/job_missing"):
+        response = browser_client.get(path)
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["x-content-type-options"] == "nosniff"
+    static = browser_client.get("/ui/static/ui.js")
+    assert static.status_code == 200 and "javascript" in static.headers["content-type"]
+    assert "max-age" in static.headers["cache-control"]
+    assert browser_client.get("/ui/static/..%2Fsession.py").status_code == 404
+
+
+def test_pages_show_the_project_data(browser_client, project, seeded) -> None:
+    sign_in(browser_client, project["key"])
+    datasets = browser_client.get("/ui/datasets").text
+    assert seeded.valid_dataset_id in datasets and seeded.invalid_dataset_id in datasets
+    report = browser_client.get(f"/ui/datasets/{seeded.invalid_dataset_id}").text
+    rows = re.findall(r'<tr class="sev-error">\s*<td class="num">(\d+)</td>', report)
+    assert {"2", "3", "4"} <= set(rows), rows
+    job = browser_client.get(f"/ui/jobs/{seeded.job_id}").text
+    assert job.count('data-series="train loss"') == 1
+    train = job.split('data-series="train loss"')[1].split("</g>")[0]
+    assert train.count("<circle") == len(seeded.train_steps)
+    assert 'data-active="true"' in job
+    curve = browser_client.get(f"/ui/jobs/{seeded.job_id}/curve").json()
+    assert curve["active"] is True and curve["points"] == len(seeded.train_steps)
+    evaluation = browser_client.get(f"/ui/evaluations/{seeded.evaluation_id}?only=disagreements").text
+    shown = sorted(int(k) for k in re.findall(r'data-key="test:(\d+)"', evaluation))
+    assert shown == seeded.flipped
+    assert "<ins>" in evaluation and "<del>" in evaluation
+
+
+def test_user_content_is_text_never_markup(browser_client, project, seeded) -> None:
+    sign_in(browser_client, project["key"])
+    page = browser_client.get(f"/ui/evaluations/{seeded.evaluation_id}").text
+    assert "<script>document.title" not in page
+    assert "&lt;script&gt;document.title" in page
+
+
+def test_filters_and_bad_parameters(browser_client, project, seeded) -> None:
+    sign_in(browser_client, project["key"])
+    failed = browser_client.get(f"/ui/evaluations/{seeded.evaluation_id}?only=failed").text
+    assert "data-key=" not in failed and "No examples match this filter" in failed
+    bad = browser_client.get(f"/ui/evaluations/{seeded.evaluation_id}?only=everything")
+    assert bad.status_code == 400 and "only" in bad.text
+
+
+def test_another_project_sees_none_of_it(browser_client, project, other_project, seeded) -> None:
+    sign_in(browser_client, other_project["key"])
+    for path in ("/ui/datasets", "/ui/jobs", "/ui/evaluations"):
+        page = browser_client.get(path).text
+        for ident in (seeded.valid_dataset_id, seeded.job_id, seeded.evaluation_id):
+            assert ident not in page
+    for path in (
+        f"/ui/datasets/{seeded.invalid_dataset_id}",
+        f"/ui/jobs/{seeded.job_id}",
+        f"/ui/jobs/{seeded.job_id}/curve",
+        f"/ui/evaluations/{seeded.evaluation_id}",
+    ):
+        assert browser_client.get(path).status_code == 404, path
