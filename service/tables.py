@@ -3,6 +3,7 @@
 from sqlmodel import SQLModel
 
 from service.datasets.models import Dataset
+from service.distill.models import Distillation, DistillRun
 from service.evaluations.models import Evaluation, EvaluationSample
 from service.events.models import Event
 from service.idempotency.models import IdempotencyRecord
@@ -19,6 +20,8 @@ __all__ = [
     "Dataset",
     "Delivery",
     "DeliveryAttempt",
+    "DistillRun",
+    "Distillation",
     "Evaluation",
     "EvaluationSample",
     "Event",

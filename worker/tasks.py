@@ -29,6 +29,20 @@ def run_evaluation(evaluation_id: str) -> None:
     run(evaluation_id)
 
 
+@app.task(name=names.ADVANCE_DISTILL_RUN)
+def advance_distill_run(run_id: str) -> None:
+    from service.distill.generate import advance
+
+    advance(run_id)
+
+
+@app.task(name=names.ADVANCE_DISTILLATION)
+def advance_distillation(distillation_id: str) -> None:
+    from service.distill.recipe import advance
+
+    advance(distillation_id)
+
+
 @app.task(name=names.FANOUT_EVENT)
 def fanout_event(event_id: str) -> None:
     from service.events.fanout import fanout

@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     problems.install(app)
 
     from service.datasets.router import router as datasets_router
+    from service.distill.router import router as distill_router
     from service.datasets.rules_router import router as dataset_rules_router
     from service.deployments.router import router as deployments_router
     from service.evaluations.router import router as evaluations_router
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.include_router(health_router)
     for router in (
         projects_router,
+        distill_router,  # before datasets: /datasets/distill is not a dataset id
         datasets_router,
         dataset_rules_router,
         jobs_router,

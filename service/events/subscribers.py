@@ -20,7 +20,18 @@ Subscriber = Callable[[Session, Event], None]
 
 SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
     # A job that asked for an evaluation gets it when it succeeds.
-    "job.succeeded": ("service.evaluations.service:evaluation_for_job_event",),
+    "job.succeeded": (
+        "service.evaluations.service:evaluation_for_job_event",
+        "service.distill.recipe:wake_on_child_end",
+    ),
+    # A distillation waiting on one of its steps goes on when it ends.
+    "job.failed": ("service.distill.recipe:wake_on_child_end",),
+    "job.cancelled": ("service.distill.recipe:wake_on_child_end",),
+    "evaluation.succeeded": ("service.distill.recipe:wake_on_child_end",),
+    "evaluation.failed": ("service.distill.recipe:wake_on_child_end",),
+    "evaluation.cancelled": ("service.distill.recipe:wake_on_child_end",),
+    "dataset.ready": ("service.distill.recipe:wake_on_child_end",),
+    "dataset.invalid": ("service.distill.recipe:wake_on_child_end",),
 }
 
 

@@ -9,6 +9,8 @@ RUN_EVALUATION = "evaluations.run"
 FANOUT_EVENT = "events.fanout"
 DISPATCH_WEBHOOKS = "webhooks.dispatch"
 TRAIN_LOCAL = "local.train"
+ADVANCE_DISTILL_RUN = "distill.advance_run"
+ADVANCE_DISTILLATION = "distill.advance"
 
 DEFAULT_QUEUE = "default"
 WEBHOOKS_QUEUE = "webhooks"
