@@ -119,7 +119,10 @@ def prepare(model: nn.Module, params: Any, device: torch.device) -> Kernels:
     _apply_liger(model, params, device, kernels)
     if params.gradient_checkpointing:
         # Non-reentrant checkpointing works with frozen inputs (LoRA): no need to make the embeddings require grad.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name; the old one warns
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
         kernels.gradient_checkpointing = True
         kernels.notes.append("Gradient checkpointing: on (non-reentrant); activations are recomputed in backward")
