@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,9 @@ def seed_project(settings: Any, project_id: str, *, n_steps: int = 20) -> Seeded
         session.commit()
         ids = (job.id, evaluation.id)
     train, valid = add_metrics(settings, ids[0], range(1, n_steps + 1))
-    results = summarize_evaluation(ids[1], settings)
+    # In a thread of its own: the summary runs its own event loop, and a Playwright page already runs one here.
+    with ThreadPoolExecutor(1) as pool:
+        results = pool.submit(summarize_evaluation, ids[1], settings).result()
     with Session(get_engine(settings)) as session:
         row = session.get(Evaluation, ids[1])
         assert row is not None
