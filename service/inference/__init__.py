@@ -28,6 +28,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:
+    from .backends.vllm import VllmRuntime
     from .remote import RemoteRuntime
     from .runtime import InferenceRuntime
 
@@ -69,7 +70,7 @@ def _config(settings: Any) -> tuple[Any, ...]:
     )
 
 
-def get_runtime(settings: Any) -> InferenceRuntime | RemoteRuntime:
+def get_runtime(settings: Any) -> InferenceRuntime | VllmRuntime | RemoteRuntime:
     """The runtime this process sends local inference to: the `finetune inference` role's when
     ``FINETUNE_INFERENCE_URL`` is set (scaled out: one process per device holds the models), else its own."""
     if settings.inference_url:
@@ -90,7 +91,7 @@ def _remote(settings: Any) -> RemoteRuntime:
         return _remotes[key]
 
 
-def local_runtime(settings: Any) -> InferenceRuntime:
+def local_runtime(settings: Any) -> InferenceRuntime | VllmRuntime:
     """The process-wide in-process runtime, built from `settings` on first use. Settings with other inference values
     (tests run many configurations in one process) get a new runtime; the old one finishes what it runs and stops."""
     global _runtime, _runtime_config
@@ -106,9 +107,14 @@ def local_runtime(settings: Any) -> InferenceRuntime:
             ok, reason = is_available()
             if not ok:
                 raise Unavailable(f"local inference is not available here: {reason}", code="provider_unavailable")
-            from .runtime import InferenceRuntime
+            from .backends import runtime_from_settings
 
-            _runtime, _runtime_config = InferenceRuntime.from_settings(settings), config
+            try:
+                _runtime, _runtime_config = runtime_from_settings(settings), config
+            except ValueError as exc:  # FINETUNE_INFERENCE_BACKEND=vllm where vLLM cannot run
+                raise Unavailable(
+                    f"local inference is not available here: {exc}", code="provider_unavailable"
+                ) from None
         return _runtime
 
 

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any, Protocol
 
-from .types import Completion, ModelRef, Prompt, SamplingParams, StreamItem, collect
+from .types import Completion, InvalidRequest, ModelRef, Prompt, SamplingParams, StreamItem, collect
 
 
 class Runtime(Protocol):
@@ -74,3 +74,29 @@ class DerivedCalls:
         self, model: ModelRef, prompt: Prompt, params: SamplingParams, *, timeout_s: float | None = None
     ) -> Completion:
         return collect([item async for item in self.astream(model, prompt, params, timeout_s=timeout_s)], params.n)
+
+
+def check_params(params: SamplingParams, *, max_tokens: int, max_n: int) -> None:
+    """Refuse sampling values no backend serves, naming the field."""
+    if not 1 <= params.max_tokens <= max_tokens:
+        raise InvalidRequest(f"max_tokens must be between 1 and {max_tokens}", "max_tokens")
+    if not 0 <= params.temperature <= 2:
+        raise InvalidRequest("temperature must be between 0 and 2", "temperature")
+    if not 0 < params.top_p <= 1:
+        raise InvalidRequest("top_p must be greater than 0 and at most 1", "top_p")
+    if not 1 <= params.n <= max_n:
+        raise InvalidRequest(f"n must be between 1 and {max_n}", "n")
+    if len(params.stop) > 4 or not all(isinstance(s, str) and s for s in params.stop):
+        raise InvalidRequest("stop takes up to 4 non-empty strings", "stop")
+
+
+def token_limit(prompt_ids: list[int], params: SamplingParams, max_context: int | None) -> int:
+    """Tokens each choice may generate: max_tokens, less when the model's context ends sooner."""
+    if max_context is None:
+        return params.max_tokens
+    room = max_context - len(prompt_ids)
+    if room < 1:
+        raise InvalidRequest(
+            f"the prompt has {len(prompt_ids)} tokens; the model's context is {max_context}", "messages"
+        )
+    return min(params.max_tokens, room)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .batch import Lane, Sequence
-from .calls import DerivedCalls
+from .calls import DerivedCalls, check_params, token_limit
 from .capacity import rows_fit
 from .models import BASE_ROW, ModelPool, ResidentBase, adapter_name, check_adapter_folder
 from .types import (
@@ -158,21 +158,6 @@ class InferenceRuntime(DerivedCalls):
         self._closed = False
         self._drain = False
 
-    @classmethod
-    def from_settings(cls, settings: Any) -> InferenceRuntime:
-        import torch
-
-        # On a GPU the batch is sized from free memory (see capacity.py) up to its own, larger cap.
-        gpu = torch.cuda.is_available()
-        return cls(
-            cache_dir=settings.data_dir / "cache",
-            max_batch_size=settings.inference_gpu_max_batch_size if gpu else settings.inference_max_batch_size,
-            max_queued=settings.inference_max_queued,
-            max_tokens=settings.inference_max_tokens,
-            memory_budget_mb=settings.inference_memory_budget_mb,
-            request_timeout_s=settings.inference_request_timeout_s,
-        )
-
     # Public API ---------------------------------------------------------------------------------------------------
 
     def load(self, model: ModelRef) -> ResidentBase:
@@ -183,22 +168,15 @@ class InferenceRuntime(DerivedCalls):
         return base
 
     def encode(self, model: ModelRef, prompt: Prompt) -> list[int]:
-        return _encode(self.load(model), prompt)
+        return encode_prompt(self.load(model), prompt)
 
     def submit(
         self, model: ModelRef, prompt: Prompt, params: SamplingParams, *, timeout_s: float | None = None
     ) -> Request:
-        self._check(params)
+        check_params(params, max_tokens=self.max_tokens, max_n=self.max_batch_size)
         base = self.load(model)
-        prompt_ids = _encode(base, prompt)
-        limit = params.max_tokens
-        if base.max_context is not None:
-            room = base.max_context - len(prompt_ids)
-            if room < 1:
-                raise InvalidRequest(
-                    f"the prompt has {len(prompt_ids)} tokens; the model's context is {base.max_context}", "messages"
-                )
-            limit = min(limit, room)
+        prompt_ids = encode_prompt(base, prompt)
+        limit = token_limit(prompt_ids, params, base.max_context)
         timeout = self.request_timeout_s if timeout_s is None else min(timeout_s, self.request_timeout_s)
         request = Request(model, prompt_ids, params, time.monotonic() + timeout)
         from .sampling import row_generator
@@ -273,18 +251,6 @@ class InferenceRuntime(DerivedCalls):
             thread.join(timeout=30)
 
     # Submission helpers ---------------------------------------------------------------------------------------
-
-    def _check(self, params: SamplingParams) -> None:
-        if not 1 <= params.max_tokens <= self.max_tokens:
-            raise InvalidRequest(f"max_tokens must be between 1 and {self.max_tokens}", "max_tokens")
-        if not 0 <= params.temperature <= 2:
-            raise InvalidRequest("temperature must be between 0 and 2", "temperature")
-        if not 0 < params.top_p <= 1:
-            raise InvalidRequest("top_p must be greater than 0 and at most 1", "top_p")
-        if not 1 <= params.n <= self.max_batch_size:
-            raise InvalidRequest(f"n must be between 1 and {self.max_batch_size}", "n")
-        if len(params.stop) > 4 or not all(isinstance(s, str) and s for s in params.stop):
-            raise InvalidRequest("stop takes up to 4 non-empty strings", "stop")
 
     async def _asubmit(
         self, model: ModelRef, prompt: Prompt, params: SamplingParams, timeout_s: float | None
@@ -463,13 +429,15 @@ class InferenceRuntime(DerivedCalls):
 # Prompt encoding and result assembly --------------------------------------------------------------------------
 
 
-def _encode(base: ResidentBase, prompt: Prompt) -> list[int]:
+def encode_prompt(base: Any, prompt: Prompt) -> list[int]:
+    """Token ids of a chat (the base's training chat template) or of a raw text prompt; `base` has `tokenizer`,
+    `tokenizer_lock` and `encoder` (a resident transformers base, or a vLLM backend's)."""
     # A Rust tokenizer refuses use from two threads while one changes its settings ("Already borrowed").
     with base.tokenizer_lock:
         return _encode_unlocked(base, prompt)
 
 
-def _encode_unlocked(base: ResidentBase, prompt: Prompt) -> list[int]:
+def _encode_unlocked(base: Any, prompt: Prompt) -> list[int]:
     if isinstance(prompt, str):
         ids = list(base.tokenizer(prompt)["input_ids"])
         if not ids:
@@ -531,5 +499,3 @@ async def _aitems(request: Request) -> AsyncIterator[Any]:
         except TimeoutError:
             yield InferenceTimeout("the request did not finish in time")
             return
-
-

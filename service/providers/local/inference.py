@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .errors import BaseModelError, LocalTrainingError
 
 if TYPE_CHECKING:
-    from service.inference.runtime import InferenceRuntime
+    from service.inference.calls import Runtime
 
     from .base_models import BaseModelSource
 
@@ -28,11 +28,27 @@ class Generation:
     finish_reason: Literal["stop", "length"] = "stop"
 
 
-class LocalGenerator:
-    """Loads the model when built; `generate` keeps up to `batch_size` conversations in the runtime's running batch.
+# Conversations one CPU batch holds when the caller names no batch size (a CPU gains little from wider batches and each
+# answer waits longer); on a GPU the cap below which free memory sizes the batch (service.inference.capacity).
+CPU_BATCH_SIZE = 16
+GPU_BATCH_CAP = 256
 
-    Without `runtime` it makes a private one (closed with the generator); evaluations pass the process-wide runtime so
-    they share resident models and batches with the API's requests.
+
+def default_batch_size(device: str = "auto") -> int:
+    import torch
+
+    name = (device or "auto").strip().lower()
+    on_gpu = (name == "auto" or name.startswith("cuda")) and torch.cuda.is_available()
+    return GPU_BATCH_CAP if on_gpu else CPU_BATCH_SIZE
+
+
+class LocalGenerator:
+    """Loads the model when built; `generate` keeps up to `batch_size` conversations in the runtime's running batch
+    (default: 16 on CPU; on a GPU as many as free memory holds, up to 256).
+
+    Without `runtime` it makes a private one of `backend` (closed with the generator: vLLM when installed on a GPU,
+    else transformers); evaluations pass the process-wide runtime so they share resident models and batches with the
+    API's requests.
     """
 
     def __init__(
@@ -42,28 +58,33 @@ class LocalGenerator:
         cache_dir: str | Path = ".cache/local-models",
         device: str = "auto",
         *,
-        batch_size: int = 16,
+        batch_size: int | None = None,
         num_threads: int | None = None,
         precision: Literal["auto", "fp32", "bf16"] = "auto",
-        runtime: InferenceRuntime | None = None,
+        runtime: Runtime | None = None,
+        backend: Literal["auto", "transformers", "vllm"] = "auto",
     ):
         from service.inference import ModelLoadError, ModelRef
-        from service.inference.runtime import InferenceRuntime
+        from service.inference.backends import make_runtime
 
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise LocalTrainingError("batch_size must be at least 1")
         self._owns_runtime = runtime is None
         if runtime is None:
-            runtime = InferenceRuntime(
-                cache_dir=Path(cache_dir),
-                max_batch_size=batch_size,
-                device=device,
-                precision=precision,
-                num_threads=num_threads,
-                request_timeout_s=24 * 3600,
-            )
+            try:
+                runtime = make_runtime(
+                    backend,
+                    cache_dir=Path(cache_dir),
+                    max_batch_size=batch_size or default_batch_size(device),
+                    device=device,
+                    precision=precision,
+                    num_threads=num_threads,
+                    request_timeout_s=24 * 3600,
+                )
+            except ValueError as exc:  # backend vllm where it cannot run
+                raise LocalTrainingError(str(exc)) from None
         self.runtime = runtime
-        self.batch_size = min(batch_size, runtime.max_batch_size)
+        self.batch_size = min(batch_size or runtime.max_batch_size, runtime.max_batch_size)
         self.model = ModelRef(base_model, Path(adapter_path) if adapter_path is not None else None)
         started = time.perf_counter()
         try:
