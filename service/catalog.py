@@ -152,6 +152,11 @@ def provider_for_model(session: Session, project_id: str, model: str, settings: 
         if step is not None:
             raise Conflict("a checkpoint cannot be trained further; use the fine-tuned model", code="invalid_model")
         return job.provider
+    # A base model the project can reach by name is trained where it is listed: names overlap between providers
+    # (the local provider claims every Hugging Face id, Together's models are written the same way).
+    listed = next((m.provider for m in _base_models(session, project_id, settings) if m.id == model), None)
+    if listed is not None:
+        return listed
     for entry in registry.entries():
         if entry.claims_model(model):
             return entry.name
