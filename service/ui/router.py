@@ -300,3 +300,104 @@ def evaluation_detail(
         examples=shown,
         link=link,
     )
+
+
+# --- human review --------------------------------------------------------------------------------------------------
+
+REVIEW_MODES = ("pass_fail", "score", "pairwise")
+
+
+def _field_problem(exc: Exception) -> str:
+    """A validation error as one line naming the field."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'form'}: {e['msg']}" for e in exc.errors())
+    errors = getattr(exc, "errors", None) or []
+    fields = ", ".join(str(e.get("field")) for e in errors if isinstance(e, dict) and e.get("field"))
+    return f"{fields}: {exc}" if fields else str(exc)
+
+
+@router.post("/evaluations/{evaluation_id}/review")
+async def start_review(request: Request, evaluation_id: str, viewer: ViewerDep, db: SessionDep) -> Response:
+    from pydantic import ValidationError
+
+    from api_schemas.reviews import ReviewQueueCreate
+    from service.errors import InvalidInput
+    from service.reviews import service as reviews
+
+    fields = await auth.check_form(request, viewer.session)
+    try:
+        body = ReviewQueueCreate.model_validate(
+            {
+                "mode": fields.get("mode") or "pass_fail",
+                "size": int(fields.get("size") or 20),
+                "reviewers_per_item": int(fields.get("reviewers_per_item") or 1),
+            }
+        )
+        queue = reviews.create_queue(db, viewer.project_id, evaluation_id, body)
+    except (ValidationError, ValueError, InvalidInput) as exc:
+        return error_page(request, 400, "The review could not start", _field_problem(exc), ui=viewer)
+    db.commit()
+    return RedirectResponse(f"/ui/reviews/{queue.id}", status_code=303)
+
+
+@router.get("/reviews")
+def review_list(
+    request: Request, viewer: ViewerDep, db: SessionDep, after: str | None = Query(None, pattern=r"^[A-Za-z0-9_]+$")
+) -> Response:
+    from service.reviews import service as reviews
+    from service.reviews.models import ReviewQueue
+
+    page = paginate(
+        db,
+        select_for_project(ReviewQueue, viewer.project_id),
+        ReviewQueue,
+        PageParams(limit=LIST_LIMIT, after=after),
+        lambda q: reviews.queue_view(db, q),
+    )
+    return render(request, "reviews.html", ui=viewer, nav="reviews", page=page)
+
+
+@router.get("/reviews/{queue_id}")
+def review_queue(request: Request, queue_id: str, viewer: ViewerDep, db: SessionDep) -> Response:
+    from service.reviews import service as reviews
+
+    queue = reviews.get_queue(db, viewer.project_id, queue_id)
+    items, more = reviews.next_items(db, viewer.project_id, queue.id, viewer.reviewer, limit=5)
+    summary = reviews.queue_summary(db, viewer.project_id, queue.id)
+    return render(
+        request,
+        "review.html",
+        ui=viewer,
+        nav="reviews",
+        queue=reviews.queue_view(db, queue),
+        items=items,
+        more=more,
+        summary=summary,
+    )
+
+
+@router.post("/reviews/{queue_id}/items/{item_id}/rating")
+async def rate_item(request: Request, queue_id: str, item_id: str, viewer: ViewerDep, db: SessionDep) -> Response:
+    from pydantic import ValidationError
+
+    from api_schemas.reviews import ReviewRatingCreate
+    from service.errors import InvalidInput
+    from service.reviews import service as reviews
+
+    fields = await auth.check_form(request, viewer.session)
+    verdict = fields.get("verdict") or ""
+    body: dict[str, Any] = {"reviewer": viewer.reviewer, "comment": (fields.get("comment") or "").strip() or None}
+    if verdict in ("pass", "fail"):
+        body["passed"] = verdict == "pass"
+    elif verdict in ("A", "B", "tie"):
+        body["preference"] = verdict
+    elif fields.get("score"):
+        body["score"] = int(fields["score"]) if fields["score"].isdigit() else fields["score"]
+    try:
+        reviews.submit_rating(db, viewer.project_id, queue_id, item_id, ReviewRatingCreate.model_validate(body))
+    except (ValidationError, InvalidInput) as exc:
+        return error_page(request, 400, "Rating not saved", _field_problem(exc), ui=viewer)
+    db.commit()
+    return RedirectResponse(f"/ui/reviews/{queue_id}#figures", status_code=303)

@@ -161,3 +161,65 @@ def test_another_project_sees_none_of_it(browser_client, project, other_project,
         f"/ui/evaluations/{seeded.evaluation_id}",
     ):
         assert browser_client.get(path).status_code == 404, path
+
+
+def _start_review(client, evaluation_id: str, **form: str) -> str:  # type: ignore[no-untyped-def]
+    page = client.get(f"/ui/evaluations/{evaluation_id}")
+    data = {"csrf_token": csrf_of(page.text), "mode": "pass_fail", "size": "6", **form}
+    response = client.post(f"/ui/evaluations/{evaluation_id}/review", data=data, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    return response.headers["location"].rsplit("/", 1)[1]
+
+
+def test_review_queue_blind_items_ratings_and_figures(browser_client, project, other_project, seeded) -> None:
+    sign_in(browser_client, project["key"], "Ana")
+    queue_id = _start_review(browser_client, seeded.evaluation_id)
+    page = browser_client.get(f"/ui/reviews/{queue_id}").text
+    # Blind: neither candidate name appears on the queue's page.
+    items = page.split('id="items"')[1]
+    assert "fine-tuned" not in items and ">base<" not in items
+    item_ids = re.findall(r'data-item="([^"]+)"', page)
+    assert len(item_ids) == 5
+    for n, (item_id, verdict) in enumerate(zip(item_ids[:3], ("pass", "fail", "pass"), strict=True), start=1):
+        response = browser_client.post(
+            f"/ui/reviews/{queue_id}/items/{item_id}/rating",
+            data={"csrf_token": csrf_of(page), "verdict": verdict, "comment": "ok"},
+            follow_redirects=False,
+        )
+        assert response.status_code == 303
+        page = browser_client.get(f"/ui/reviews/{queue_id}").text
+        assert f'<div class="value" id="n-ratings">{n}</div>' in page
+        assert f'data-grader="exact" data-items="{n}"' in page
+        assert item_id not in re.findall(r'data-item="([^"]+)"', page)
+    listing = browser_client.get("/ui/reviews").text
+    assert queue_id in listing
+    # A rating without a verdict names the field it lacks.
+    bad = browser_client.post(
+        f"/ui/reviews/{queue_id}/items/{item_ids[3]}/rating", data={"csrf_token": csrf_of(page), "verdict": ""}
+    )
+    assert bad.status_code == 400 and "passed" in bad.text
+    # No form without the token.
+    assert (
+        browser_client.post(f"/ui/reviews/{queue_id}/items/{item_ids[3]}/rating", data={"verdict": "pass"}).status_code
+        == 403
+    )
+
+    browser_client.cookies.clear()
+    sign_in(browser_client, other_project["key"], "Bo")
+    assert queue_id not in browser_client.get("/ui/reviews").text
+    assert browser_client.get(f"/ui/reviews/{queue_id}").status_code == 404
+    token = csrf_of(browser_client.get("/ui/reviews").text)
+    stolen = browser_client.post(
+        f"/ui/reviews/{queue_id}/items/{item_ids[3]}/rating", data={"csrf_token": token, "verdict": "pass"}
+    )
+    assert stolen.status_code == 404
+
+
+def test_starting_a_review_names_a_bad_field(browser_client, project, seeded) -> None:
+    sign_in(browser_client, project["key"])
+    page = browser_client.get(f"/ui/evaluations/{seeded.evaluation_id}")
+    response = browser_client.post(
+        f"/ui/evaluations/{seeded.evaluation_id}/review",
+        data={"csrf_token": csrf_of(page.text), "mode": "pass_fail", "size": "0"},
+    )
+    assert response.status_code == 400 and "size" in response.text

@@ -48,11 +48,7 @@ def test_nice_ticks_cover_the_range_with_round_steps() -> None:
     assert charts.nice_ticks(0, 0.9) == [0, 0.25, 0.5, 0.75, 1.0]
     assert charts.nice_ticks(1, 1)[0] <= 1 <= charts.nice_ticks(1, 1)[-1]
     ticks = charts.nice_ticks(0, 97, 6)
-    assert (
-        ticks[0] == 0
-        and ticks[-1] >= 97
-        and len({round(b - a, 9) for a, b in itertools.pairwise(ticks)}) == 1
-    )
+    assert ticks[0] == 0 and ticks[-1] >= 97 and len({round(b - a, 9) for a, b in itertools.pairwise(ticks)}) == 1
 
 
 def test_the_loss_curve_has_one_point_per_logged_step() -> None:
