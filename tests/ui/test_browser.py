@@ -139,6 +139,37 @@ def test_sign_in_datasets_job_curve_and_flipped_examples(page, settings, project
     assert page.title() != "pwned"
 
 
+def test_rate_three_samples_in_the_queue_and_see_the_figures_update(page, project, seeded) -> None:
+    sign_in(page, project["key"], "Ana Reviewer", start=f"/ui/evaluations/{seeded.evaluation_id}")
+    page.select_option("select[name=mode]", "pass_fail")
+    page.fill("input[name=size]", "6")
+    page.click("text=Start a review")
+    page.wait_for_url("**/ui/reviews/rvq_*")
+    items = page.locator("#items article.review-item")
+    assert items.count() == 5
+    # Blind: the answers carry neutral labels, never the candidates' names.
+    assert "fine-tuned" not in page.locator("#items").inner_text()
+    shot(page, "review")
+    agreement = page.locator('table.agreement tr[data-grader="exact"]')
+    assert agreement.get_attribute("data-items") == "0"
+    for n, button in enumerate(("Pass", "Fail", "Pass"), start=1):
+        first = items.first
+        rated = first.get_attribute("data-item")
+        first.locator("textarea[name=comment]").fill(f"rating {n}")
+        first.locator(f"button:text-is('{button}')").click()
+        page.wait_for_function(
+            "n => document.getElementById('n-ratings').textContent.trim() === String(n)", arg=n, timeout=15_000
+        )
+        assert agreement.get_attribute("data-items") == str(n)
+        assert page.locator(f'article[data-item="{rated}"]').count() == 0
+    assert page.locator("#my-ratings").inner_text() == "3"
+    assert page.locator("#items-complete").inner_text() == "3 / 6"
+    shot(page, "review-rated")
+    page.goto("/ui/reviews")
+    assert page.locator("table.list tbody tr").count() == 1
+    shot(page, "reviews")
+
+
 def test_a_second_projects_key_sees_none_of_it(page, other_project, seeded) -> None:
     sign_in(page, other_project["key"], "Bo")
     for path in ("/ui/datasets", "/ui/jobs", "/ui/evaluations"):
