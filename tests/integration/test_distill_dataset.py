@@ -148,3 +148,49 @@ def test_cancelled_distillation_keeps_its_answers_and_resumes_without_asking_twi
     assert full["n_examples"] == 40 and full["id"] != partial["id"]
     r = stack.client.post(f"/v1/datasets/distill/{run['id']}/resume", headers=stack.headers)
     assert r.status_code == 409 and r.json()["code"] == "distillation_not_resumable"
+
+
+def test_batch_mode_asks_the_batch_api_at_half_price(stack):
+    from decimal import Decimal
+
+    from service.pricing.estimates import inference_cost
+
+    stack.emulator.core.config.answer_fn = teacher_answer
+    source = stack.upload(prompts(12), "prompts.jsonl")
+    run = _distill(
+        stack,
+        {
+            "source_dataset_id": source["id"],
+            "teacher": {"kind": "model", "name": "teacher", "model": TEACHER},
+            "mode": "batch",
+        },
+    )
+    run = _wait_run(stack, run["id"], timeout=90)
+    assert run["status"] == "succeeded", run
+    assert stack.emulator.calls("POST /v1/batches") == 1 and stack.emulator.calls(CHAT) == 0
+    usage = run["usage"]
+    assert usage["batch"] is True
+    full = inference_cost(TEACHER, usage["input_tokens"], usage["output_tokens"])
+    half = inference_cost(TEACHER, usage["input_tokens"], usage["output_tokens"], batch=True)
+    assert Decimal(usage["cost_usd"]) == half < full
+    assert stack.get(f"/v1/datasets/{run['dataset_id']}")["n_examples"] == 12
+
+
+def test_another_project_sees_none_of_it(stack, other_project):
+    stack.emulator.core.config.answer_fn = teacher_answer
+    source = stack.upload(prompts(12), "prompts.jsonl")
+    body = {"source_dataset_id": source["id"], "teacher": {"kind": "model", "name": "t", "model": TEACHER}}
+    theirs = stack.client.post("/v1/datasets/distill", json=body, headers=other_project["headers"])
+    assert theirs.status_code == 404, theirs.text
+    run = _distill(stack, body)
+    for method, path in (
+        ("GET", f"/v1/datasets/distill/{run['id']}"),
+        ("POST", f"/v1/datasets/distill/{run['id']}/cancel"),
+        ("POST", f"/v1/datasets/distill/{run['id']}/resume"),
+    ):
+        r = stack.client.request(method, path, headers=other_project["headers"])
+        assert r.status_code == 404, (path, r.text)
+    listed = stack.client.get("/v1/datasets/distill", headers=other_project["headers"]).json()
+    assert listed["data"] == []
+    assert [r["id"] for r in stack.get("/v1/datasets/distill")["data"]] == [run["id"]]
+    _wait_run(stack, run["id"])

@@ -185,3 +185,40 @@ def test_local_teacher_runs_with_no_keys(client, project, worker, tiny_model_dir
     # Priced at the machine's hourly rate here, since it was given.
     assert teacher["model"] == f"local:{teacher_job['id']}" and "2.50 USD/hour" in teacher["cost_note"]
     assert report["agreement"]["teacher"]["exact_match"]["estimate"] == 1.0
+
+
+def test_cancelling_the_recipe_cancels_its_step_and_keeps_the_answers(stack, tiny_model_dir):
+    stack.emulator.core.config.answer_fn = _colour
+    client, h = stack.client, stack.headers
+    source = _upload(client, h, _prompts(40), "prompts.jsonl")
+    r = client.post(
+        "/v1/distillations",
+        json={
+            "source_dataset_id": source["id"],
+            "teacher": {"kind": "model", "name": "teacher", "model": TEACHER},
+            "limits": {"max_concurrency": 1, "requests_per_minute": 120},
+            "student": {"model": str(tiny_model_dir), "hyperparameters": HYPERPARAMETERS},
+        },
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    recipe = r.json()
+    wait_for(lambda: stack.emulator.calls("POST /v1/chat/completions") >= 4, timeout=60)
+    cancelled = client.post(f"/v1/distillations/{recipe['id']}/cancel", headers=h)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
+    run = wait_for(
+        lambda: (
+            (x := client.get(f"/v1/datasets/distill/{recipe['steps']['distill']['id']}", headers=h).json())["status"]
+            == "cancelled"
+            and x
+        ),
+        timeout=60,
+    )
+    assert 4 <= run["counts"]["answered"] < 40 and run["dataset_id"]
+    again = client.post(f"/v1/distillations/{recipe['id']}/cancel", headers=h)
+    assert again.status_code == 409 and again.json()["code"] == "distillation_not_cancellable"
+    events = client.get("/v1/events", params={"type": "distillation.cancelled"}, headers=h).json()["data"]
+    assert [e["data"]["object"]["id"] for e in events] == [recipe["id"]]
+    # Nothing after the distillation was started.
+    done = client.get(f"/v1/distillations/{recipe['id']}", headers=h).json()
+    assert done["steps"]["job"]["id"] is None and done["steps"]["evaluation"]["id"] is None
