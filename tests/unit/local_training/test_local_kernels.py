@@ -154,10 +154,13 @@ def test_gradient_checkpointing_recomputes_layers_in_backward(tiny_model_dir: Pa
     for on in (False, True):
         model, _ = load_model(tiny_model_dir, gradient_checkpointing=on)
         model.train()
-        calls: list[int] = []
-        model.get_base_model().model.layers[0].mlp.register_forward_pre_hook(lambda *_: calls.append(1))
+        counts[on] = 0
+
+        def count(*_: object, key: bool = on) -> None:
+            counts[key] += 1
+
+        model.get_base_model().model.layers[0].mlp.register_forward_pre_hook(count)
         loss_sum(model, collate(PACKED, EXAMPLES, pad_id=0), keep_logits=True).backward()
-        counts[on] = len(calls)
     assert counts == {False: 1, True: 2}
 
 
