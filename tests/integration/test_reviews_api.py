@@ -352,3 +352,105 @@ def test_score_mode_summary(client, project, evaluation_id):
     # The humans' mean score is 4.5 or 1.5: passes at the threshold of 4 exactly where exact match passes.
     exact = next(g for g in summary["graders"] if g["grader"] == "exact")
     assert exact["agreement"]["estimate"] == 1.0
+
+
+def test_pairwise_preferences_are_unblinded_in_the_summary_and_export(client, settings, project, evaluation_id):
+    h = project["headers"]
+    queue = client.post(
+        f"/v1/evaluations/{evaluation_id}/review",
+        json={"mode": "pairwise", "size": 12, "seed": 2, "candidates": ["base", "tuned"], "stratify": "none"},
+        headers=h,
+    ).json()
+    qid = queue["id"]
+    truth = _truth(settings, qid)
+    # The reviewer prefers the answer that matches the reference (tie when both or neither do), whatever its label.
+    wins = {"base": 0, "tuned": 0, "tie": 0}
+    for item in _items(client, qid, h):
+        right = [r["label"] for r in item["responses"] if r["output"] == item["reference"]]
+        preference = right[0] if len(right) == 1 else "tie"
+        winner = (
+            "tie"
+            if preference == "tie"
+            else next(s["candidate"] for s in truth[item["id"]] if s["label"] == preference)
+        )
+        wins[winner] += 1
+        r = client.post(
+            f"/v1/review_queues/{qid}/items/{item['id']}/ratings",
+            json={"reviewer": "ann", "preference": preference},
+            headers=h,
+        )
+        assert r.status_code == 200, r.text
+    r = client.post(
+        f"/v1/review_queues/{qid}/items/{item['id']}/ratings", json={"reviewer": "ann", "preference": "C"}, headers=h
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["field"].endswith("preference")
+
+    summary = client.get(f"/v1/review_queues/{qid}/summary", headers=h).json()
+    assert summary["status"] == "completed" and summary["candidates"] == []
+    pairwise = summary["pairwise"]
+    assert (pairwise["candidate_a"], pairwise["candidate_b"], pairwise["n_items"]) == ("base", "tuned", 12)
+    assert pairwise["a_preferred"]["estimate"] == pytest.approx(wins["base"] / 12)
+    assert pairwise["b_preferred"]["estimate"] == pytest.approx(wins["tuned"] / 12)
+    assert pairwise["tie"]["estimate"] == pytest.approx(wins["tie"] / 12)
+    # Exact match's values imply the same preferences exactly; one reviewer gives no inter-reviewer figure.
+    exact = next(g for g in summary["graders"] if g["grader"] == "exact")
+    assert exact["n_items"] == 12 and exact["agreement"]["estimate"] == 1.0
+    assert summary["inter_reviewer"]["alpha"]["nominal"]["estimate"] is None
+    assert summary["inter_reviewer"]["alpha"]["nominal"]["undefined_reason"]
+
+    rows = [json.loads(x) for x in client.get(f"/v1/review_queues/{qid}/export", headers=h).text.splitlines()]
+    assert len(rows) == 12
+    for row in rows:
+        assert row["labels"] == {s["label"]: s["candidate"] for s in truth[row["item_id"]]}
+        assert row["preferred_candidate"] == (None if row["preference"] == "tie" else row["labels"][row["preference"]])
+
+
+def test_concurrent_last_ratings_complete_the_queue_once(settings, project, evaluation_id, monkeypatch):
+    """The two last items rated at the same moment in two transactions: the queue completes exactly once (each
+    rating's completion check must see the other's, so the two are ordered on the queue's row). The check is slowed so
+    that two unordered transactions would both check before either commits, and the queue would never complete."""
+    import threading
+    import time
+
+    from sqlmodel import select
+
+    from api_schemas.reviews import ReviewQueueCreate, ReviewRatingCreate
+    from service.db import session_scope
+    from service.events.models import Event
+    from service.reviews import service
+
+    check = service._all_rated
+    monkeypatch.setattr(service, "_all_rated", lambda session, queue: time.sleep(0.3) or check(session, queue))
+    for attempt in range(3):
+        with session_scope(settings) as session:
+            queue = service.create_queue(
+                session, project["id"], evaluation_id, ReviewQueueCreate(size=2, seed=attempt, stratify="none")
+            )
+            qid = queue.id
+            items, _ = service.list_items(session, project["id"], qid)
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def rate(qid: str, barrier: threading.Barrier, errors: list[BaseException], item_id: str, who: str) -> None:
+            try:
+                with session_scope(settings) as session:
+                    service.get_queue(session, project["id"], qid)
+                    barrier.wait(timeout=10)
+                    service.submit_rating(
+                        session, project["id"], qid, item_id, ReviewRatingCreate(reviewer=who, passed=True)
+                    )
+            except BaseException as exc:  # reported below: a thread's failure must fail the test
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=rate, args=(qid, barrier, errors, item.id, f"r{n}")) for n, item in enumerate(items)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not errors, errors
+        with session_scope(settings) as session:
+            assert service.get_queue(session, project["id"], qid).status == "completed"
+            events = session.exec(select(Event).where(Event.type == "review_queue.completed")).all()
+            assert [e.data["object"]["id"] for e in events].count(qid) == 1
