@@ -118,7 +118,7 @@ def summarize(
         pairwise=_pairwise(ctx) if ctx.mode == "pairwise" else None,
         inter_reviewer=_inter_reviewer(ctx, notes),
         graders=graders,
-        most_trusted_grader=max(trusted, key=lambda g: (g.kappa.low, g.grader)).grader if trusted else None,
+        most_trusted_grader=max(trusted, key=lambda g: (g.kappa.low, g.kappa.estimate)).grader if trusted else None,
         notes=notes,
     )
 
