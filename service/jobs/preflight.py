@@ -63,6 +63,8 @@ def preflight(provider: str, model: str, train: Dataset, hyperparameters: dict[s
     entry = registry.find(provider)
     if entry is not None and entry.capabilities.runs_locally:
         return _local(model, out, train, method)
+    if entry is not None and entry.training_quote is not None:
+        return _quoted(entry, model, train, hyperparameters, method, out)
     if entry is None or entry.pricing != "price_table":
         return out
     if entry.name == "openai":
@@ -111,6 +113,33 @@ def preflight(provider: str, model: str, train: Dataset, hyperparameters: dict[s
         _warn(out, "no_training_price", str(exc))
         return out
     out.estimated_cost = quote.amount_usd
+    return out
+
+
+def _quoted(
+    entry: Any, model: str, train: Dataset, hyperparameters: dict[str, Any], method: str, out: Preflight
+) -> Preflight:
+    """A provider with its own price list quotes the tokens of one epoch; the dataset report counted them with an
+    OpenAI tokenizer, not the model's own, so the estimate says it is approximate."""
+    totals = ((train.report or {}).get("statistics") or {}).get("tokens_by_encoding") or {}
+    encoding = "o200k_base" if "o200k_base" in totals else next(iter(totals), None)
+    if encoding is None:
+        return out
+    try:
+        quote = entry.training_quote(model, int(totals[encoding]["total_tokens"]), hyperparameters, method)
+    except UnknownModel as exc:
+        _warn(out, "unknown_model", f"{model} is not in {entry.name}'s price list {exc.version}: no cost estimate")
+        return out
+    out.estimated_cost, out.price_table_version, out.billable_tokens = (
+        quote.amount_usd,
+        quote.price_table_version,
+        quote.tokens,
+    )
+    _warn(
+        out,
+        "cost_estimate_approximate",
+        f"tokens counted with {encoding}, not {model}'s own tokenizer; {entry.name} bills its own count",
+    )
     return out
 
 

@@ -43,6 +43,9 @@ class ProviderEntry:
     inference_client: Callable[[Session, Settings, str], Any] | None = None
     # pricing "price_table": the table of its models; None: the settings' (OpenAI's) table.
     price_table_path: Callable[[Settings], Any] | None = None
+    # Prices that do not fit the price table's shape (Together's: by model size, LoRA or full, SFT or DPO): (model,
+    # tokens of one epoch, hyperparameters, method) -> pricing.CostQuote; raises pricing.UnknownModel when unlisted.
+    training_quote: Callable[[str, int, dict[str, Any], str], Any] | None = None
 
 
 def _same(hyperparameters: dict[str, Any]) -> dict[str, Any]:
@@ -220,6 +223,7 @@ def _together_entry() -> ProviderEntry:
         claims_model=models.claims_together_model,
         base_models=models.base_models,
         inference_client=models.inference_client,
+        training_quote=models.training_quote,
     )
 
 

@@ -104,6 +104,9 @@ def test_lifecycle_to_an_evaluated_fine_tune(tstack):
         },
         evaluation={"dataset_id": test["id"], "graders": [{"type": "exact_match", "name": "exact"}]},
     )
+    # Priced at creation from Together's dated list prices: 10 epochs of LoRA SFT on a model up to 16B.
+    assert job["price_table_version"] == "2026-11-01" and float(job["estimated_cost_usd"]) > 0
+    assert "cost_estimate_approximate" in [w["code"] for w in job["warnings"]]
     done = wait_for(
         lambda: (
             (j := tstack.get(f"/v1/jobs/{job['id']}"))

@@ -5,11 +5,13 @@ fine-tunes Together names ``<account>/<base>-<suffix>-<hash>``; both answer on T
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import SecretStr
 from sqlmodel import Session
 
 from service.errors import Unavailable
+from service.pricing.estimates import CostQuote
 from service.providers.models import ProviderCredential
 from service.providers.openai.client import ClientConfig
 from service.settings import Settings
@@ -64,3 +66,12 @@ def base_models(session: Session, project_id: str, settings: Settings) -> list[t
     if credential_for(session, project_id, "together") is None and settings.together_api_key is None:
         return []
     return sorted(listed_base_models().items())
+
+
+def training_quote(model: str, epoch_tokens: int, hyperparameters: dict[str, Any], method: str) -> CostQuote:
+    """The list price of a job: one epoch's tokens times its epochs (Together's default is 1)."""
+    from service.pricing.together import training_quote as quote
+
+    epochs = int(hyperparameters.get("n_epochs") or 1)
+    kind = str(hyperparameters.get("training_type") or "lora")
+    return quote(model, epoch_tokens * epochs, training_type=kind, method=method)
