@@ -84,13 +84,9 @@ _STATIC = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file()}
 def static(name: str) -> Response:
     path = _STATIC.get(name)
     if path is None:
-        return error_page_plain(404)
+        return Response(status_code=404, content=b"not found", media_type="text/plain")
     media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return FileResponse(path, media_type=media, headers={"cache-control": "public, max-age=86400"})
-
-
-def error_page_plain(status: int) -> Response:
-    return Response(status_code=status, content=b"not found", media_type="text/plain")
 
 
 @router.get("")

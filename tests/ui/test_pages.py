@@ -77,6 +77,8 @@ def test_next_never_leaves_the_ui(browser_client, project) -> None:
 
 
 def test_a_revoked_key_ends_its_sessions(browser_client, project, settings) -> None:
+    from sqlmodel import select
+
     from service.db import session_scope
     from service.projects.models import ApiKey
     from service.projects.service import revoke_api_key
@@ -84,7 +86,7 @@ def test_a_revoked_key_ends_its_sessions(browser_client, project, settings) -> N
     sign_in(browser_client, project["key"])
     assert browser_client.get("/ui/jobs").status_code == 200
     with session_scope(settings) as session:
-        key = session.exec(__import__("sqlmodel").select(ApiKey).where(ApiKey.project_id == project["id"])).one()
+        key = session.exec(select(ApiKey).where(ApiKey.project_id == project["id"])).one()
         revoke_api_key(session, project["id"], key.id)
     assert browser_client.get("/ui/jobs", follow_redirects=False).status_code == 303
 
