@@ -8,6 +8,8 @@ The service API the router and the web UI share: ``create_queue``, ``get_queue``
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -415,9 +417,23 @@ def _load(session: Session, queue: ReviewQueue) -> tuple[list[ReviewItem], list[
     return items, ratings
 
 
+# Summaries by (queue, its updated_at, the evaluation's updated_at): every rating moves the queue's updated_at, so an
+# entry is only reused for unchanged data. The bootstrap of a large queue takes seconds, and GET of the evaluation
+# shows every queue's summary.
+_CACHE: OrderedDict[tuple[Any, ...], ReviewSummary] = OrderedDict()
+_CACHE_SIZE = 64
+_cache_lock = threading.Lock()
+
+
 def _summary(session: Session, queue: ReviewQueue, evaluation: Evaluation) -> ReviewSummary:
+    key = (queue.id, queue.status, queue.updated_at, evaluation.updated_at)
+    with _cache_lock:
+        cached = _CACHE.get(key)
+        if cached is not None:
+            _CACHE.move_to_end(key)
+            return cached
     items, ratings = _load(session, queue)
-    return summary.summarize(
+    result = summary.summarize(
         queue,
         evaluation.config,
         items,
@@ -425,6 +441,11 @@ def _summary(session: Session, queue: ReviewQueue, evaluation: Evaluation) -> Re
         _samples(session, items),
         progress(session, queue),
     )
+    with _cache_lock:
+        _CACHE[key] = result
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return result
 
 
 def queue_summary(session: Session, project_id: str, queue_id: str) -> ReviewSummary:
