@@ -183,6 +183,15 @@ def test_job_together_fails_carries_its_message(tstack):
     assert done["error"]["message"] == "Training file has an invalid role on line 3"
 
 
+def test_job_over_the_accounts_credit_limit_fails_before_creation(tstack):
+    tstack.emulator.state.user_limit = 0.0
+    ds = tstack.upload(_jsonl(PAIRS))
+    done = tstack.wait(tstack.create_job(ds["id"])["id"])
+    assert done["status"] == "failed" and done["error"]["code"] == "insufficient_quota", done
+    assert "credit limit of $0.0" in done["error"]["message"]
+    assert tstack.provider_jobs() == [] and tstack.emulator.calls("POST /v1/fine-tunes/estimate-price") == 1
+
+
 def test_bad_hyperparameters_are_refused_naming_the_field(tstack):
     ds = tstack.upload(_jsonl(PAIRS))
     for hp, field in (

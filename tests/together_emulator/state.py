@@ -107,6 +107,8 @@ class TogetherState:
         self.jobs: dict[str, Job] = {}
         # Jobs whose model name contains a key here fail with that message (Together reports it in a job_error event).
         self.failures: dict[str, str] = {}
+        # The account's credit limit in USD: estimates above it answer allowed_to_proceed false.
+        self.user_limit = 1000.0
 
     # Files -------------------------------------------------------------------------------------------------------
 
@@ -159,10 +161,11 @@ class TogetherState:
             train, n_epochs = self._check_create({"model": next(iter(MODELS)), **body})
             tokens = self._tokens(train, n_epochs)
             eval_tokens = len(self.file(body["validation_file"]).content) // 4 if body.get("validation_file") else 0
+            price = round(tokens * PRICE_PER_1M / 1e6, 6)
             return {
-                "estimated_total_price": round(tokens * PRICE_PER_1M / 1e6, 6),
-                "allowed_to_proceed": True,
-                "user_limit": 1000.0,
+                "estimated_total_price": price,
+                "allowed_to_proceed": price <= self.user_limit,
+                "user_limit": self.user_limit,
                 "estimated_train_token_count": tokens,
                 "estimated_eval_token_count": eval_tokens * int(body.get("n_evals") or 0),
             }

@@ -193,8 +193,27 @@ class TogetherProvider:
         return body
 
     def create_job(self, spec: JobSpec) -> ProviderJob:
+        self._check_estimate(spec)
         created = self._client.json("POST", "/fine-tunes", what="create fine-tune", json=self.job_body(spec))
         return self._parse_job(created)
+
+    def _check_estimate(self, spec: JobSpec) -> None:
+        """Ask Together what the job will cost before creating it, and stop when Together says the account may not
+        proceed (over its credit limit): the job fails with the figures instead of being refused mid-way. The
+        estimate is advice: when it cannot be had, the job is created anyway."""
+        try:
+            estimate = self.estimate_price(spec)
+        except ProviderError as exc:
+            log.warning("no Together price estimate for %s: %s", spec.our_job_id, exc.message)
+            return
+        log.info("Together estimates %s at $%s", spec.our_job_id, estimate.get("estimated_total_price"))
+        if estimate.get("allowed_to_proceed") is False:
+            raise ProviderError(
+                f"Together would not run this job: estimated ${estimate.get('estimated_total_price')} against a "
+                f"credit limit of ${estimate.get('user_limit')}",
+                transient=False,
+                code="insufficient_quota",
+            )
 
     def get_job(self, provider_job_id: str) -> ProviderJob:
         raw = self._client.json("GET", f"/fine-tunes/{provider_job_id}", what=f"fine-tune {provider_job_id}")
