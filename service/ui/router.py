@@ -214,7 +214,12 @@ def job_detail(request: Request, job_id: str, viewer: ViewerDep, db: SessionDep)
     job = jobs.get_job(db, viewer.project_id, job_id)
     chart, n_points = _curve(db, job)
     events = paginate(
-        db, select(JobEvent).where(JobEvent.job_id == job.id), JobEvent, PageParams(limit=100, after=None), event_out
+        db,
+        # Metrics events are the chart's points; the table keeps what people read (status changes, messages).
+        select(JobEvent).where(JobEvent.job_id == job.id, JobEvent.type != "metrics"),
+        JobEvent,
+        PageParams(limit=100, after=None),
+        event_out,
     )
     checkpoints = paginate(
         db,

@@ -127,6 +127,7 @@ def test_pages_show_the_project_data(browser_client, project, seeded) -> None:
     train = job.split('data-series="train loss"')[1].split("</g>")[0]
     assert train.count("<circle") == len(seeded.train_steps)
     assert 'data-active="true"' in job
+    assert "<td>training started</td>" in job and "<td>step 3</td>" not in job  # metrics are the chart, not rows
     curve = browser_client.get(f"/ui/jobs/{seeded.job_id}/curve").json()
     assert curve["active"] is True and curve["points"] == len(seeded.train_steps)
     evaluation = browser_client.get(f"/ui/evaluations/{seeded.evaluation_id}?only=disagreements").text
@@ -225,3 +226,29 @@ def test_starting_a_review_names_a_bad_field(browser_client, project, seeded) ->
         data={"csrf_token": csrf_of(page.text), "mode": "pass_fail", "size": "0"},
     )
     assert response.status_code == 400 and "size" in response.text
+
+
+@pytest.mark.parametrize(
+    ("mode", "form", "wrong"),
+    [
+        ("score", {"score": "4"}, {"score": "9"}),
+        ("pairwise", {"verdict": "B"}, {"verdict": "pass"}),
+    ],
+)
+def test_score_and_pairwise_reviews(browser_client, project, seeded, mode, form, wrong) -> None:  # type: ignore[no-untyped-def]
+    sign_in(browser_client, project["key"], "Ana")
+    queue_id = _start_review(browser_client, seeded.evaluation_id, mode=mode)
+    page = browser_client.get(f"/ui/reviews/{queue_id}").text
+    item = re.findall(r'data-item="([^"]+)"', page)[0]
+    if mode == "pairwise":
+        assert "Answer A" in page and "Answer B" in page and 'value="tie"' in page
+    else:
+        assert page.count('name="score"') >= 5
+    url = f"/ui/reviews/{queue_id}/items/{item}/rating"
+    refused = browser_client.post(url, data={"csrf_token": csrf_of(page), **wrong})
+    assert refused.status_code == 400
+    assert (
+        browser_client.post(url, data={"csrf_token": csrf_of(page), **form}, follow_redirects=False).status_code == 303
+    )
+    after = browser_client.get(f"/ui/reviews/{queue_id}").text
+    assert '<div class="value" id="n-ratings">1</div>' in after
