@@ -43,7 +43,8 @@ class ReviewQueueCreate(RequestModel):
         default=None,
         description="Strata sampled in proportion to their size: candidate_outcome (candidate x the grader's "
         "pass/fail), candidate, reference (the example's reference label) or none. Default: candidate_outcome when a "
-        "grader gives pass/fail outcomes, otherwise candidate.",
+        "grader gives pass/fail outcomes, otherwise candidate. Pairwise: candidate_outcome is both answers' "
+        "outcomes, and candidate is the same as none.",
     )
     stratify_grader: str | None = Field(
         default=None,
