@@ -175,6 +175,28 @@ def test_cancel_while_running(tstack):
     assert [j["status"] for j in tstack.provider_jobs()] == ["cancelled"]
 
 
+def test_full_dpo_job(tstack):
+    """DPO on preference pairs with all weights trained: Together receives training_method dpo and training_type Full."""
+    rows = [
+        {
+            "input": {"messages": [{"role": "user", "content": text}]},
+            "preferred_output": [{"role": "assistant", "content": label}],
+            "non_preferred_output": [{"role": "assistant", "content": "I am not sure."}],
+        }
+        for text, label in PAIRS
+    ]
+    ds = tstack.upload("".join(json.dumps(r) + "\n" for r in rows).encode(), "pairs.jsonl")
+    job = tstack.create_job(
+        ds["id"], method={"type": "dpo", "hyperparameters": {"training_type": "full", "dpo_beta": 0.2}}
+    )
+    assert float(job["estimated_cost_usd"]) > 0  # priced at the full-DPO rate
+    done = tstack.wait(job["id"])
+    assert done["status"] == "succeeded", done
+    (pj,) = tstack.provider_jobs()
+    assert pj["training_type"] == {"type": "Full"}
+    assert pj["training_method"] == {"method": "dpo", "dpo_beta": 0.2}
+
+
 def test_job_together_fails_carries_its_message(tstack):
     tstack.emulator.fail_jobs("doomed", "Training file has an invalid role on line 3")
     ds = tstack.upload(_jsonl(PAIRS))
