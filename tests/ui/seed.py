@@ -74,6 +74,15 @@ def add_metrics(settings: Any, job_id: str, steps: range, *, valid_every: int = 
     return train, valid
 
 
+def finish_job(settings: Any, job_id: str, fine_tuned_model: str) -> None:
+    with Session(get_engine(settings)) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.status, job.fine_tuned_model, job.finished_at = "succeeded", fine_tuned_model, utcnow()
+        session.add(job)
+        session.commit()
+
+
 def seed_project(settings: Any, project_id: str, *, n_steps: int = 20) -> Seeded:
     tmp = Path(tempfile.mkdtemp(dir=settings.data_dir))
     with Session(get_engine(settings), expire_on_commit=False) as session:

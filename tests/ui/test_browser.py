@@ -87,7 +87,7 @@ def sign_in(page: Any, key: str, reviewer: str = "Ana Reviewer", *, start: str =
 
 
 def test_sign_in_datasets_job_curve_and_flipped_examples(page, settings, project, seeded) -> None:
-    from ui.seed import SCRIPT_ANSWER, add_metrics
+    from ui.seed import SCRIPT_ANSWER, add_metrics, finish_job
 
     page.goto("/ui/login")
     shot(page, "login")
@@ -121,6 +121,15 @@ def test_sign_in_datasets_job_curve_and_flipped_examples(page, settings, project
     )
     assert valid.count() == len(seeded.valid_steps) + len(more_valid)
     assert "30 steps logged" in page.locator("#curve-note").inner_text()
+    # The job finishes: the page sees it, stops polling, and once reloaded shows how to call the model.
+    finish_job(settings, seeded.job_id, "ft:smollm2-135m-instruct:test::tickets")
+    page.wait_for_function("() => document.getElementById('loss-curve').dataset.active === 'false'", timeout=15_000)
+    assert page.locator("#job-status .badge").inner_text() == "succeeded"
+    page.reload()
+    snippet = page.locator("#sdk-snippet").inner_text()
+    assert 'model="ft:smollm2-135m-instruct:test::tickets"' in snippet
+    assert f'base_url="{page.url.split("/ui/")[0]}/v1"' in snippet
+    shot(page, "job-succeeded")
 
     # The evaluation: intervals per candidate, then only the flipped examples, side by side with a word diff.
     page.goto(f"/ui/evaluations/{seeded.evaluation_id}")
