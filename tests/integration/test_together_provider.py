@@ -287,3 +287,12 @@ def test_openai_shaped_route_trains_a_together_model(tstack):
     assert done["status"] == "succeeded", done
     (pj,) = tstack.provider_jobs()
     assert pj["learning_rate"] == pytest.approx(2e-5) and pj["n_epochs"] == 2
+
+
+def test_provider_listing_and_models(tstack):
+    listed = {p["name"]: p for p in tstack.get("/v1/providers")}
+    caps = listed["together"]["capabilities"]
+    assert caps["methods"] == ["supervised", "dpo"] and caps["training_types"] == ["lora", "full"]
+    models = {m["id"]: m for m in tstack.get("/v1/providers/together/models")["data"]}
+    assert models[BASE]["fine_tunable"] and models[BASE]["fine_tuning_methods"] == ["supervised", "dpo"]
+    assert tstack.emulator.calls("GET /v1/fine-tunes/models/supported") == 1
