@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlmodel import Session, select
 
 from api_schemas.datasets import DatasetStatus
@@ -34,7 +35,7 @@ from service.datasets.storage import stage_file
 from service.distill import states
 from service.distill.build import Answer, build, write_jsonl
 from service.distill.models import Distillation, DistillRun
-from service.errors import Conflict
+from service.errors import Conflict, InvalidInput
 from service.evaluations import service as evaluations
 from service.evaluations import targets
 from service.evaluations.models import Evaluation, EvaluationSample
@@ -76,28 +77,42 @@ def _source(session: Session, project_id: str, dataset_id: str) -> Dataset:
     raise Conflict(detail, code="dataset_not_usable", field="source_dataset_id")
 
 
-def _candidates(teacher: Any, answers: int) -> list[Any]:
-    """The teacher once per answer asked of each prompt; answer i > 0 samples with seed + i under its own name."""
+def _candidates(teacher: Any, answers: int, sampling_seed: int | None) -> list[Any]:
+    """The teacher once per answer asked of each prompt; answer i > 0 samples with seed + i under its own name (the
+    teacher's own seed, else the sampling's)."""
     out = [teacher]
-    base_seed = int((teacher.params or {}).get("seed", 0) or 0)
+    seed = (teacher.params or {}).get("seed", sampling_seed)
+    base_seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
     for i in range(1, answers):
         name = f"{teacher.name[:56]}.{i + 1}"
         out.append(teacher.model_copy(update={"name": name, "params": {**teacher.params, "seed": base_seed + i}}))
     return out
 
 
-def evaluation_request(req: DistillDatasetCreate, *, sampling: Any = None) -> EvaluationCreate:
+def evaluation_request(req: DistillDatasetCreate) -> EvaluationCreate:
     """The teacher's generation pass as an evaluation request: the teacher (once per answer) on the prompts, graded
     by the filters."""
-    graders = list(req.filters.graders)
+    graders: list[Any] = list(req.filters.graders)
     if not any(g.name == NON_EMPTY["name"] for g in graders):
         graders.append(NON_EMPTY)
+    try:
+        return _evaluation_create(req, graders)
+    except ValidationError as exc:  # a combination the evaluation refuses that the request's own checks let through
+        first = exc.errors()[0]
+        raise InvalidInput(
+            f"the teacher's generation pass cannot be made: {first['msg']}",
+            code="invalid_distillation",
+            field=".".join(str(p) for p in first.get("loc") or ()),
+        ) from exc
+
+
+def _evaluation_create(req: DistillDatasetCreate, graders: list[Any]) -> EvaluationCreate:
     return EvaluationCreate.model_validate(
         {
             "dataset_id": req.source_dataset_id,
-            "candidates": _candidates(req.teacher, req.answers_per_prompt),
+            "candidates": _candidates(req.teacher, req.answers_per_prompt, req.sampling.seed),
             "graders": graders,
-            "sampling": sampling or req.sampling,
+            "sampling": req.sampling,
             "limits": req.limits,
             "mode": req.mode,
             "max_examples": req.max_prompts,
