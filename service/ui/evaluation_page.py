@@ -89,6 +89,17 @@ def _index(key: str) -> int:
         return 0
 
 
+def _pieces(a: EvaluationSample | None, b: EvaluationSample | None) -> tuple[list[Piece], list[Piece]]:
+    """Word-diffed answers when both sides answered; a lone or failed side is shown as it is, not as all removed."""
+    if a is not None and b is not None and a.ok and b.ok:
+        return word_diff(a.output, b.output)
+
+    def plain(row: EvaluationSample | None) -> list[Piece]:
+        return [Piece("same", row.output)] if row is not None and row.output else []
+
+    return plain(a), plain(b)
+
+
 def examples(db: Session, evaluation: Evaluation, candidate: str | None, only: Only | None, page: int) -> Examples:
     config = evaluation.config
     names = [c["name"] for c in config.get("candidates", [])]
@@ -128,7 +139,7 @@ def examples(db: Session, evaluation: Evaluation, candidate: str | None, only: O
     out = []
     for key in page_keys:
         a, b = by.get((baseline, key)), by.get((candidate, key)) if candidate else None
-        left, right = word_diff(a.output if a else None, b.output if b else None)
+        left, right = _pieces(a, b)
         first = a or b
         assert first is not None
         out.append(

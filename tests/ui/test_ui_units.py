@@ -87,3 +87,19 @@ def test_word_diff_marks_changed_words_on_each_side() -> None:
         ("added", "today"),
     ]
     assert word_diff(None, "x") == ([], [word_diff("", "x")[1][0]])
+
+
+def test_a_lone_or_failed_answer_is_not_diffed_against_nothing() -> None:
+    from service.evaluations.models import EvaluationSample
+    from service.ui.evaluation_page import _pieces
+
+    def row(output: str | None, ok: bool = True) -> EvaluationSample:
+        return EvaluationSample(
+            evaluation_id="e", candidate="c", example_key="test:0", split="test", example_index=0, output=output, ok=ok
+        )
+
+    assert [(p.op, p.text) for p in _pieces(row("yes"), None)[0]] == [("same", "yes")]
+    left, right = _pieces(row("yes"), row(None, ok=False))
+    assert [(p.op, p.text) for p in left] == [("same", "yes")] and right == []
+    left, right = _pieces(row("yes no"), row("yes"))
+    assert [p.op for p in left] == ["same", "removed"] and [p.op for p in right] == ["same"]
