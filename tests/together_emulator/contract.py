@@ -6,6 +6,7 @@ documents for it; ``differences`` validates them with ``emulator.spec`` (YAML lo
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,13 @@ INLINE: dict[tuple[str, str], str] = {
 }
 
 
+# Request bodies we send, checked against the path's requestBody schema.
+REQUESTS: dict[tuple[str, str], str] = {
+    ("POST", "/fine-tunes"): "CreateFineTuneRequest",
+    ("POST", "/fine-tunes/estimate-price"): "EstimatePriceRequest",
+}
+
+
 def available() -> bool:
     return TOGETHER_SPEC.exists()
 
@@ -50,6 +58,8 @@ class Recorder:
         path = response.request.url.path
         path = path[path.index("/v1") + 3 :] if "/v1" in path else path
         method = response.request.method
+        if (method, path) in REQUESTS:
+            self.seen.append((REQUESTS[(method, path)], json.loads(response.request.content)))
         response.read()
         if not response.headers.get("content-type", "").startswith("application/json"):
             return
@@ -79,6 +89,9 @@ class TogetherSpec(SpecValidator):
         for (method, path), name in INLINE.items():
             op = document["paths"][path][method.lower()]
             self.schemas[name] = op["responses"]["200"]["content"]["application/json"]["schema"]
+        for (method, path), name in REQUESTS.items():
+            op = document["paths"][path][method.lower()]
+            self.schemas[name] = op["requestBody"]["content"]["application/json"]["schema"]
         # Rebuild the registry with the added schemas.
         from referencing import Registry, Resource
         from referencing.jsonschema import DRAFT202012

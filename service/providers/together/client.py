@@ -69,6 +69,23 @@ class TogetherClient:
                 files={"file": (file_name, fh, "application/octet-stream")},
             )
 
-    def download(self, path: str, *, params: dict[str, Any], what: str) -> bytes:
+    def download(self, path: str, *, params: dict[str, Any], dest: Path, what: str) -> int:
+        """Stream a (large) download into ``dest``; returns its size. Nothing is left at ``dest`` when it fails."""
+        url = f"{self.base_url}{path}"
         with net.sync_client(timeout=self._timeout_s, max_response_bytes=DOWNLOAD_BYTES, headers=self._headers) as http:
-            return self._send("GET", path, what=what, http=http, params=params).content
+            try:
+                with http.stream("GET", url, params=params) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise status_error(response)
+                    size = 0
+                    with dest.open("wb") as fh:
+                        for chunk in response.iter_bytes():
+                            fh.write(chunk)
+                            size += len(chunk)
+                    return size
+            except Exception as exc:
+                dest.unlink(missing_ok=True)
+                if isinstance(exc, ProviderError) or not is_call_failure(exc):
+                    raise
+                raise transport_error(exc, what) from exc

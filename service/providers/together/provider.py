@@ -298,12 +298,14 @@ class TogetherProvider:
             wanted["from_checkpoint"] = body["from_checkpoint"]
         return self._client.json("POST", "/fine-tunes/estimate-price", what="estimate price", json=wanted)
 
-    def download(self, provider_job_id: str, *, checkpoint: str = "adapter", step: int | None = None) -> bytes:
-        """The fine-tuned model's files as Together packs them: the LoRA ``adapter`` (default), the ``merged`` model,
-        or the checkpoint at ``step``."""
+    def download(
+        self, provider_job_id: str, dest: Path, *, checkpoint: str = "adapter", step: int | None = None
+    ) -> int:
+        """Write the fine-tuned model's files as Together packs them into ``dest``: the LoRA ``adapter`` (default),
+        the ``merged`` model, or the checkpoint at ``step``. Returns the size in bytes."""
         params: dict[str, Any] = {"ft_id": provider_job_id}
         if step is not None:
             params["checkpoint_step"] = step
         else:
             params["checkpoint"] = checkpoint
-        return self._client.download("/finetune/download", params=params, what=f"download {provider_job_id}")
+        return self._client.download("/finetune/download", params=params, dest=dest, what=f"download {provider_job_id}")

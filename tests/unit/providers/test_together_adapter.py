@@ -85,10 +85,28 @@ def test_lifecycle_matches_the_published_description(emu, provider, recorder, tm
     assert provider.list_events(created.id, after=events[1].id) == events[2:]
     checkpoints = provider.list_checkpoints(created.id)
     assert [c.step for c in checkpoints] == sorted({c.step for c in checkpoints}) and len(checkpoints) >= 2
-    assert b"adapter" in provider.download(created.id)
+    size = provider.download(created.id, tmp_path / "adapter.tar.zst")
+    assert size > 0 and b"adapter" in (tmp_path / "adapter.tar.zst").read_bytes()
+    provider.download(created.id, tmp_path / "step.tar.zst", step=checkpoints[0].step)
+    with pytest.raises(ProviderError) as err:
+        provider.download(created.id, tmp_path / "none.tar.zst", step=999_999)
+    assert err.value.status_code == 404 and not (tmp_path / "none.tar.zst").exists()
     assert [m.id for m in provider.list_models()]
+    # Chat completions of the fine-tune and an error, as any OpenAI-compatible client receives them.
+    with httpx.Client(base_url=emu.base_url, headers={"Authorization": f"Bearer {emu.api_key}"}) as http:
+        chat = http.post(
+            "/chat/completions", json={"model": done.fine_tuned_model, "messages": [{"role": "user", "content": "q3"}]}
+        )
+        assert chat.json()["choices"][0]["message"]["content"] == "a3"
+        assert http.get("/fine-tunes/ft-missing").status_code == 404
     problems = contract.differences(recorder.seen)
     assert problems == [], problems
+    assert {
+        "ChatCompletionResponse",
+        "ErrorData",
+        "CreateFineTuneRequest",
+        "EstimatePriceRequest",
+    } <= recorder.schemas()
     assert {
         "FileResponse",
         "FileList",
