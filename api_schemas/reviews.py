@@ -217,6 +217,16 @@ class GraderAgreement(BaseModel):
     kappa: AgreementEstimate
     grader_pass_rate: float | None = None
     human_pass_rate: float | None = None
+    score_agreement: AgreementEstimate | None = Field(
+        default=None,
+        description="Score mode, graders that score 1-5 (llm_rubric on its 1-5 scale): share of human ratings the "
+        "grader's score equals.",
+    )
+    score_kappa: AgreementEstimate | None = Field(
+        default=None,
+        description="Score mode, graders that score 1-5: quadratic-weighted kappa of the grader's score against each "
+        "human score (items resampled with all their ratings).",
+    )
 
 
 class CandidateReview(BaseModel):

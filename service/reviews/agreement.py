@@ -93,6 +93,20 @@ def kappa_statistics(
     return SufficientStatistics(rows, _kappa_metrics(k, weights))  # type: ignore[arg-type]
 
 
+def clustered_kappa_statistics(
+    pairs_per_item: Sequence[Sequence[tuple[int, int]]], k: int, weights: KappaWeights = "none"
+) -> SufficientStatistics:
+    """Kappa of rater a against every rating b gives an item (a grader's score against each reviewer's): an item's row
+    holds all its pairs' cells, so the bootstrap resamples items with their ratings together."""
+    rows = np.zeros((len(pairs_per_item), k * k))
+    for i, pairs in enumerate(pairs_per_item):
+        if pairs:
+            a_arr = _codes([p[0] for p in pairs], k, "a")
+            b_arr = _codes([p[1] for p in pairs], k, "b")
+            np.add.at(rows[i], a_arr * k + b_arr, 1.0)
+    return SufficientStatistics(rows, _kappa_metrics(k, weights))  # type: ignore[arg-type]
+
+
 def cohen_kappa(a: Sequence[int], b: Sequence[int], k: int, weights: KappaWeights = "none") -> float:
     """Cohen's kappa of two raters (NaN when undefined)."""
     if len(a) == 0:

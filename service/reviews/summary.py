@@ -275,6 +275,7 @@ def _graders(
         reason = "no reviewed item has both a grader outcome and a human majority"
         figures = ctx.estimates(stats, ("agreement", "kappa"), reason)
         binary = ctx.mode != "pairwise" and pairs
+        on_scale = _score_figures(ctx, samples, spec) if ctx.mode == "score" else {}
         out.append(
             GraderAgreement(
                 grader=name,
@@ -286,6 +287,25 @@ def _graders(
                 kappa=figures["kappa"],
                 grader_pass_rate=float(np.mean([p[0] for p in pairs])) if binary else None,
                 human_pass_rate=float(np.mean([p[1] for p in pairs])) if binary else None,
+                score_agreement=on_scale.get("agreement"),
+                score_kappa=on_scale.get("kappa"),
             )
         )
     return out
+
+
+def _score_figures(
+    ctx: _Context, samples: dict[str, EvaluationSample], spec: dict[str, Any]
+) -> dict[str, AgreementEstimate]:
+    """A judge scoring 1-5 against each human score on the same scale (quadratic weights: 4 vs 5 is nearly right)."""
+    if spec.get("type") != "llm_rubric" or spec.get("scale", "1-5") != "1-5":
+        return {}
+    per_item = []
+    for item_id, codes in ctx.codes.items():
+        side = ctx.items[item_id].sides[0]
+        sample = samples.get(side["sample_id"])
+        value = ((sample.scores or {}).get(spec["name"]) or {}).get("value") if sample is not None else None
+        if value is not None and float(value).is_integer() and 1 <= value <= 5:
+            per_item.append([(int(value) - 1, human) for human in codes.values()])
+    stats = agreement.clustered_kappa_statistics(per_item, 5, "quadratic") if per_item else None
+    return ctx.estimates(stats, ("agreement", "kappa"), "no reviewed item has a score from this grader")

@@ -352,6 +352,8 @@ def test_score_mode_summary(client, project, evaluation_id):
     # The humans' mean score is 4.5 or 1.5: passes at the threshold of 4 exactly where exact match passes.
     exact = next(g for g in summary["graders"] if g["grader"] == "exact")
     assert exact["agreement"]["estimate"] == 1.0
+    # The judge here is on the pass_fail scale: no 1-5 comparison.
+    assert all(g["score_kappa"] is None for g in summary["graders"])
 
 
 def test_pairwise_preferences_are_unblinded_in_the_summary_and_export(client, settings, project, evaluation_id):

@@ -12,6 +12,7 @@ from service.reviews.agreement import (
     ONE_CATEGORY,
     agreement_weights,
     alpha_statistics,
+    clustered_kappa_statistics,
     cohen_kappa,
     coincidences,
     estimates,
@@ -53,6 +54,17 @@ def test_quadratic_weighted_kappa():
     assert cohen_kappa([0, 1, 2], [0, 2, 2], 3, "quadratic") == pytest.approx(0.8)
     # Unweighted: p_o = 2/3, p_e = 1/9 + 0 + 2/9 = 1/3, kappa = (2/3 - 1/3) / (2/3) = 0.5.
     assert cohen_kappa([0, 1, 2], [0, 2, 2], 3) == pytest.approx(0.5)
+
+
+def test_kappa_of_a_grader_against_every_rating_of_an_item():
+    # Item 1: the grader scores 5 (code 4), two humans 5 and 4 -> cells (4,4), (4,3); item 2: grader 1, human 1 -> (0,0).
+    # N = 3, weights w_ij = 1 - (i - j)^2 / 16: p_o = (1 + 15/16 + 1) / 3 = 141/144.
+    # Margins: grader (code 0: 1/3, code 4: 2/3), humans (0: 1/3, 3: 1/3, 4: 1/3).
+    # p_e = 1/3 * (1/3 * 1 + 1/3 * 7/16 + 1/3 * 0) + 2/3 * (1/3 * 0 + 1/3 * 15/16 + 1/3 * 1) = 85/144.
+    # kappa_w = (141 - 85) / (144 - 85) = 56/59; exact agreement 2 of 3 pairs.
+    stats = clustered_kappa_statistics([[(4, 4), (4, 3)], [(0, 0)]], 5, "quadratic")
+    assert stats.n == 2  # the bootstrap resamples items, each with all its ratings
+    assert stats.evaluate() == pytest.approx({"agreement": 2 / 3, "kappa": 56 / 59})
 
 
 def test_kappa_undefined_when_both_raters_use_one_category():

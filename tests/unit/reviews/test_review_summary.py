@@ -112,3 +112,56 @@ def test_graders_against_the_human_majority():
     assert (judge.grader_pass_rate, judge.human_pass_rate) == (0.5, 1.0)
     # Only the judge's kappa has an interval, so it is the one the summary can point to.
     assert s.most_trusted_grader == "judge"
+
+
+def test_a_judge_scoring_1_to_5_against_human_scores():
+    queue = ReviewQueue(
+        id="rvq_2",
+        project_id="proj_1",
+        evaluation_id="eval_1",
+        status="completed",
+        mode="score",
+        config={"candidates": ["base"], "seed": 0, "score_pass_threshold": 4},
+        n_items=2,
+        reviewers_per_item=1,
+    )
+    # Item 0: the judge says 5, ann 5 and bob 4; item 1: the judge says 1, ann 1 (see test_agreement: kappa 56/59).
+    items, ratings, samples = [], [], {}
+    for n, (judge, humans) in enumerate(((5, {"ann": 5, "bob": 4}), (1, {"ann": 1}))):
+        items.append(
+            ReviewItem(
+                id=f"i{n}",
+                queue_id=queue.id,
+                position=n,
+                example_key=f"test:{n}",
+                stratum="base",
+                sides=[{"label": "A", "candidate": "base", "sample_id": f"s{n}"}],
+            )
+        )
+        samples[f"s{n}"] = EvaluationSample(
+            id=f"s{n}",
+            evaluation_id="eval_1",
+            candidate="base",
+            example_key=f"test:{n}",
+            split="test",
+            example_index=n,
+            ok=True,
+            scores={"judge": {"value": float(judge), "passed": judge >= 4}, "exact": {"value": 1.0, "passed": True}},
+        )
+        ratings += [ReviewRating(queue_id=queue.id, item_id=f"i{n}", reviewer=r, score=v) for r, v in humans.items()]
+    config = {
+        "graders": [
+            {"type": "llm_rubric", "name": "judge", "scale": "1-5"},
+            {"type": "exact_match", "name": "exact"},
+        ]
+    }
+    progress = ReviewQueueProgress(n_items=2, n_items_complete=2, n_ratings=3, reviewers={"ann": 2, "bob": 1})
+    s = summarize(queue, config, items, ratings, samples, progress)
+    judge, exact = s.graders
+    assert judge.score_kappa.estimate == pytest.approx(56 / 59)
+    assert judge.score_agreement.estimate == pytest.approx(2 / 3)
+    assert exact.score_kappa is None  # not a 1-5 scale
+    # Pass/fail at the threshold 4: item 0 humans mean 4.5 (pass), item 1 mean 1 (fail); the judge passes 5, fails 1.
+    assert judge.agreement.estimate == 1.0 and judge.kappa.estimate == pytest.approx(1.0)
+    assert s.candidates[0].mean_score.estimate == pytest.approx((4.5 + 1) / 2)
+    assert s.candidates[0].score_counts == {"1": 1, "2": 0, "3": 0, "4": 1, "5": 1}
