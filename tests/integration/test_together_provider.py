@@ -296,3 +296,29 @@ def test_provider_listing_and_models(tstack):
     models = {m["id"]: m for m in tstack.get("/v1/providers/together/models")["data"]}
     assert models[BASE]["fine_tunable"] and models[BASE]["fine_tuning_methods"] == ["supervised", "dpo"]
     assert tstack.emulator.calls("GET /v1/fine-tunes/models/supported") == 1
+
+
+def test_openai_recipe_moves_to_together_in_one_call(tstack):
+    """POST /v1/jobs/{id}/rerun: the same data and recipe on Together; OpenAI's "auto" values mean Together's
+    defaults, and what Together does not know is dropped with a warning."""
+    ds = tstack.upload(_jsonl(PAIRS))
+    body = {
+        "training_dataset_id": ds["id"],
+        "provider": "openai",
+        "model": "gpt-4.1-mini-2025-04-14",
+        "suffix": "tickets",
+        "method": {"type": "supervised", "hyperparameters": {"n_epochs": 2, "learning_rate_multiplier": 1.5}},
+    }
+    r = tstack.client.post("/v1/jobs", json=body, headers=tstack.headers)
+    assert r.status_code == 201, r.text
+    r = tstack.client.post(
+        f"/v1/jobs/{r.json()['id']}/rerun", json={"provider": "together", "model": BASE}, headers=tstack.headers
+    )
+    assert r.status_code == 201, r.text
+    moved = r.json()
+    assert moved["provider"] == "together" and moved["method"]["hyperparameters"]["n_epochs"] == 2
+    assert any(w["code"] == "hyperparameters_dropped" for w in moved["warnings"])
+    done = tstack.wait(moved["id"])
+    assert done["status"] == "succeeded", done
+    (pj,) = tstack.provider_jobs()
+    assert pj["n_epochs"] == 2 and pj["suffix"].startswith("tickets-")

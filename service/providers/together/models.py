@@ -72,6 +72,7 @@ def training_quote(model: str, epoch_tokens: int, hyperparameters: dict[str, Any
     """The list price of a job: one epoch's tokens times its epochs (Together's default is 1)."""
     from service.pricing.together import training_quote as quote
 
-    epochs = int(hyperparameters.get("n_epochs") or 1)
+    epochs = hyperparameters.get("n_epochs")
+    epochs = epochs if isinstance(epochs, int) else 1
     kind = str(hyperparameters.get("training_type") or "lora")
     return quote(model, epoch_tokens * epochs, training_type=kind, method=method)

@@ -7,7 +7,7 @@ and hyperparameters are stored and shown in the clear.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
@@ -24,10 +24,15 @@ class TogetherHyperparameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     training_type: Literal["lora", "full"] = Field(default="lora", description="LoRA adapter or all weights.")
-    n_epochs: int | None = Field(default=None, ge=1, le=20, description="Together's default: 1.")
+    # "auto" (OpenAI's word, carried over when a recipe moves here) leaves Together's default, as leaving it out does.
+    n_epochs: Annotated[int, Field(ge=1, le=20)] | Literal["auto"] | None = Field(
+        default=None, description="1-20; Together's default: 1."
+    )
     n_checkpoints: int | None = Field(default=None, ge=1, le=20, description="Intermediate checkpoints kept.")
     n_evals: int | None = Field(default=None, ge=0, le=100, description="Evaluations on the validation file.")
-    batch_size: int | Literal["max"] | None = Field(default=None, description="An integer or 'max' (the default).")
+    batch_size: int | Literal["max", "auto"] | None = Field(
+        default=None, description="An integer, or 'max' (Together's default; 'auto' means the same)."
+    )
     learning_rate: float | None = Field(default=None, gt=0, le=1, description=f"Default {BASE_LEARNING_RATE}.")
     lr_scheduler: Literal["linear", "cosine"] | None = None
     min_lr_ratio: float | None = Field(default=None, ge=0, le=1, description="Final / peak learning rate.")
@@ -77,7 +82,7 @@ class TogetherHyperparameters(BaseModel):
     def request_fields(self, method: str) -> dict[str, Any]:
         """The body fields of ``POST /fine-tunes`` (and ``/fine-tunes/estimate-price``) these settings make."""
         flat = ("n_epochs", "n_checkpoints", "n_evals", "batch_size", "learning_rate", "warmup_ratio")
-        out: dict[str, Any] = {k: getattr(self, k) for k in flat if getattr(self, k) is not None}
+        out: dict[str, Any] = {k: getattr(self, k) for k in flat if getattr(self, k) not in (None, "auto")}
         for name in ("max_grad_norm", "weight_decay", "random_seed", "from_checkpoint"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
@@ -123,7 +128,7 @@ def from_openai_hyperparameters(hyperparameters: dict[str, object]) -> dict[str,
 def to_openai_hyperparameters(params: dict[str, object]) -> dict[str, object]:
     resolved = TogetherHyperparameters(**params)  # type: ignore[arg-type]
     out: dict[str, object] = {
-        "n_epochs": resolved.n_epochs or 1,
+        "n_epochs": resolved.n_epochs if isinstance(resolved.n_epochs, int) else 1,
         "batch_size": resolved.batch_size if isinstance(resolved.batch_size, int) else "auto",
         "learning_rate_multiplier": round((resolved.learning_rate or BASE_LEARNING_RATE) / BASE_LEARNING_RATE, 6),
     }
