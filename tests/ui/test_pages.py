@@ -252,3 +252,27 @@ def test_score_and_pairwise_reviews(browser_client, project, seeded, mode, form,
     )
     after = browser_client.get(f"/ui/reviews/{queue_id}").text
     assert '<div class="value" id="n-ratings">1</div>' in after
+
+
+def test_two_reviewers_see_agreement_between_them(app, project, seeded) -> None:  # type: ignore[no-untyped-def]
+    with (
+        TestClient(app, base_url="http://testserver") as ana,
+        TestClient(app, base_url="http://testserver") as bo,
+    ):
+        sign_in(ana, project["key"], "Ana")
+        sign_in(bo, project["key"], "Bo")
+        queue_id = _start_review(ana, seeded.evaluation_id, reviewers_per_item="2")
+        for client, verdicts in ((ana, ("pass", "fail", "pass")), (bo, ("pass", "fail", "fail"))):
+            for verdict in verdicts:
+                page = client.get(f"/ui/reviews/{queue_id}").text
+                item = re.findall(r'data-item="([^"]+)"', page)[0]
+                response = client.post(
+                    f"/ui/reviews/{queue_id}/items/{item}/rating",
+                    data={"csrf_token": csrf_of(page), "verdict": verdict},
+                    follow_redirects=False,
+                )
+                assert response.status_code == 303
+        page = bo.get(f"/ui/reviews/{queue_id}").text
+        assert "Krippendorff's alpha (nominal) <span class=\"estimate\">" in page and "over 3 items" in page
+        assert '<div class="value" id="my-ratings">3</div>' in page
+        assert '<div class="value" id="n-ratings">6</div>' in page
