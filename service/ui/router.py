@@ -125,9 +125,12 @@ async def login(request: Request, db: SessionDep, settings: SettingsDep) -> Resp
 
     if not api_key:
         return again(400, "api_key", "enter the project's API key")
-    if not reviewer or len(reviewer) > MAX_REVIEWER_CHARS:
+    # The name signs review ratings, whose contract refuses line breaks and other control characters.
+    if not reviewer or len(reviewer) > MAX_REVIEWER_CHARS or not reviewer.isprintable():
         return again(
-            400, "reviewer", f"enter your name (1 to {MAX_REVIEWER_CHARS} characters): reviews are signed with it"
+            400,
+            "reviewer",
+            f"enter your name (1 to {MAX_REVIEWER_CHARS} printable characters): reviews are signed with it",
         )
     try:
         key = projects.authenticate(db, api_key, settings.server_secret())

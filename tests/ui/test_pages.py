@@ -42,6 +42,10 @@ def test_a_wrong_key_or_missing_name_is_refused_naming_the_field(browser_client,
     assert bad_key.status_code == 401 and 'data-field="api_key"' in bad_key.text
     no_name = browser_client.post("/ui/login", data={"csrf_token": token, "api_key": project["key"], "reviewer": " "})
     assert no_name.status_code == 400 and 'data-field="reviewer"' in no_name.text
+    two_lines = browser_client.post(
+        "/ui/login", data={"csrf_token": token, "api_key": project["key"], "reviewer": "Ana\nBo"}
+    )
+    assert two_lines.status_code == 400 and 'data-field="reviewer"' in two_lines.text
     assert browser_client.get("/ui/jobs", follow_redirects=False).status_code == 303
 
 
@@ -273,6 +277,6 @@ def test_two_reviewers_see_agreement_between_them(app, project, seeded) -> None:
                 )
                 assert response.status_code == 303
         page = bo.get(f"/ui/reviews/{queue_id}").text
-        assert "Krippendorff's alpha (nominal) <span class=\"estimate\">" in page and "over 3 items" in page
+        assert 'Krippendorff\'s alpha (nominal) <span class="estimate">' in page and "over 3 items" in page
         assert '<div class="value" id="my-ratings">3</div>' in page
         assert '<div class="value" id="n-ratings">6</div>' in page
