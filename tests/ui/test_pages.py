@@ -280,3 +280,10 @@ def test_two_reviewers_see_agreement_between_them(app, project, seeded) -> None:
         assert 'Krippendorff\'s alpha (nominal) <span class="estimate">' in page and "over 3 items" in page
         assert '<div class="value" id="my-ratings">3</div>' in page
         assert '<div class="value" id="n-ratings">6</div>' in page
+
+
+def test_the_cookie_is_secure_over_https(app) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(app, base_url="https://testserver") as client:
+        assert "Secure" in client.get("/ui/login").headers["set-cookie"]
+    with TestClient(app, base_url="http://testserver") as client:
+        assert "Secure" not in client.get("/ui/login").headers["set-cookie"]
