@@ -116,11 +116,22 @@ def preflight(provider: str, model: str, train: Dataset, hyperparameters: dict[s
     return out
 
 
+def _check_data_fits_method(train: Dataset, method: str) -> None:
+    if train.format is not None and (method == "dpo") != (train.format == "preference"):
+        wanted = "preference" if method == "dpo" else "chat"
+        raise InvalidInput(
+            f"method {method!r} trains on {wanted} examples; the training dataset holds {train.format} examples",
+            code="dataset_method_mismatch",
+        )
+
+
 def _quoted(
     entry: Any, model: str, train: Dataset, hyperparameters: dict[str, Any], method: str, out: Preflight
 ) -> Preflight:
     """A provider with its own price list quotes the tokens of one epoch; the dataset report counted them with an
-    OpenAI tokenizer, not the model's own, so the estimate says it is approximate."""
+    OpenAI tokenizer, not the model's own, so the estimate says it is approximate. Its training would fail on data of
+    the other method's shape after the upload: refused here, before anything is spent."""
+    _check_data_fits_method(train, method)
     totals = ((train.report or {}).get("statistics") or {}).get("tokens_by_encoding") or {}
     encoding = "o200k_base" if "o200k_base" in totals else next(iter(totals), None)
     if encoding is None:
@@ -147,12 +158,7 @@ def _local(model: str, out: Preflight, train: Dataset, method: str) -> Preflight
     """Local training costs no provider money; the base model must be one the project (the training dataset's) may
     use and this machine can load (see service.jobs.local_models). DPO trains on preference rows and supervised
     fine-tuning on chat rows: a mismatch is refused here rather than failing the training."""
-    if train.format is not None and (method == "dpo") != (train.format == "preference"):
-        wanted = "preference" if method == "dpo" else "chat"
-        raise InvalidInput(
-            f"method {method!r} trains on {wanted} examples; the training dataset holds {train.format} examples",
-            code="dataset_method_mismatch",
-        )
+    _check_data_fits_method(train, method)
     from service.jobs.local_models import resolve_local_model
     from service.providers.local import LocalTrainingError
 

@@ -186,6 +186,14 @@ def test_full_dpo_job(tstack):
         for text, label in PAIRS
     ]
     ds = tstack.upload("".join(json.dumps(r) + "\n" for r in rows).encode(), "pairs.jsonl")
+    chat = tstack.upload(_jsonl(PAIRS))
+    for ds_id, method in ((chat["id"], "dpo"), (ds["id"], "supervised")):  # data of the other method's shape
+        r = tstack.client.post(
+            "/v1/jobs",
+            json={"training_dataset_id": ds_id, "provider": "together", "model": BASE, "method": {"type": method}},
+            headers=tstack.headers,
+        )
+        assert r.status_code == 422 and r.json()["code"] == "dataset_method_mismatch", r.text
     job = tstack.create_job(
         ds["id"], method={"type": "dpo", "hyperparameters": {"training_type": "full", "dpo_beta": 0.2}}
     )
