@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -69,12 +70,14 @@ def trainer_side(args: argparse.Namespace, params: LocalTrainParams, work: Path,
     """Tokens/s of `train()` over the steps after warm-up: wall time between its step events, so whatever it does
     between steps (metrics, RNG capture) counts as the bare loop's whole step does."""
     steps: list[Any] = []
+    output = work / f"trainer-{Path(args.model).name}-{round_}"
+    shutil.rmtree(output, ignore_errors=True)  # a finished run there would be returned, not trained again
     train(
         params,
         base_model=bench_model(args.model),
         train_path=args.data,
         validation_path=None,
-        output_dir=work / f"trainer-{round_}",
+        output_dir=output,
         cache_dir=work / "cache",
         device=args.device,
         on_event=lambda e: steps.append(e) if e.type == "step" else None,

@@ -85,7 +85,10 @@ def device_batch(collated: dict[str, torch.Tensor], device: torch.device, *, var
         from .kernels import varlen_kwargs
 
         out.update(
-            {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in varlen_kwargs(collated["position_ids"]).items()}
+            {
+                k: v.to(device) if isinstance(v, torch.Tensor) else v
+                for k, v in varlen_kwargs(collated["position_ids"]).items()
+            }
         )
     return out
 

@@ -76,7 +76,8 @@ class LocalTrainParams(BaseModel):
         "is installed (the gpu extra) and supports the architecture; ignored elsewhere.",
     )
     gradient_checkpointing: bool = Field(
-        default=False, description="Recompute activations in the backward pass: less memory, about a third more compute."
+        default=False,
+        description="Recompute activations in the backward pass: less memory, about a third more compute.",
     )
     torch_compile: bool = Field(
         default=False, description="torch.compile each decoder layer (compile time first, faster steps after on GPU)."

@@ -62,8 +62,9 @@ from .schedule import plan_training, warmup_linear_decay
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.jsonl"
 ADAPTER_DIR = "adapter"
-log = logging.getLogger(__name__)
 MERGED_DIR = "merged"
+
+log = logging.getLogger(__name__)
 
 
 class MetricsLog:
@@ -243,7 +244,10 @@ class _Run:
         model = self.loaded.model
         self.target_modules = resolve_target_modules(model, params.target_modules)
         # Kernels go in before LoRA wraps the layers (Liger swaps the norms' and MLPs' forward, keeping their Linears).
-        self.kernels = prepare(model, params, self.dev) if not self.dpo else Kernels(attention="sdpa")
+        # DPO keeps the model as loaded: its rows are unpacked pairs, and its loss needs per-row log-probabilities.
+        self.kernels = (
+            Kernels(attention=model.config._attn_implementation) if self.dpo else prepare(model, params, self.dev)
+        )
         seed_everything(params.seed)
         model = self.model = attach_lora(model, params, self.target_modules, self.source.spec)
         model.train()
