@@ -119,6 +119,33 @@ def make_fine_tune(w: World) -> str:
         return job.fine_tuned_model
 
 
+def make_distill_run(w: World) -> str:
+    from service.distill.models import DistillRun
+
+    with w.session() as s:
+        run = DistillRun(
+            project_id=w.owner["id"], status="generating", source_dataset_id=w.get("dataset_id"), config={}
+        )
+        s.add(run)
+        s.flush()
+        return run.id
+
+
+def make_distillation(w: World) -> str:
+    from service.distill.models import Distillation
+
+    with w.session() as s:
+        row = Distillation(
+            project_id=w.owner["id"],
+            status="distilling",
+            source_dataset_id=w.get("dataset_id"),
+            config={"student": {"provider": "local", "model": "m"}},
+        )
+        s.add(row)
+        s.flush()
+        return row.id
+
+
 MAKERS: dict[str, Callable[[World], str]] = {
     "dataset_id": make_dataset,
     "file_id": make_dataset,  # OpenAI's files are our datasets
@@ -128,6 +155,8 @@ MAKERS: dict[str, Callable[[World], str]] = {
     "event_id": make_event,
     "endpoint_id": make_endpoint,
     "key_id": make_api_key,
+    "run_id": make_distill_run,
+    "distillation_id": make_distillation,
 }
 
 
