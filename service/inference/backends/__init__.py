@@ -6,6 +6,11 @@
   CUDA graphs).
 
 ``auto`` takes vLLM when both it and a CUDA device are present, else transformers, and says why in the log.
+
+No static-cache + ``torch.compile`` (CUDA graph) path for the transformers runtime: a static cache fixes the batch's
+rows and length when it is made, while continuous batching merges joining rows into the running cache between any two
+steps, and peft's per-row adapters (``adapter_names``) split each LoRA layer by adapter in Python, which a captured
+graph cannot follow. CUDA graphs come with vLLM, which captures them per batch size with its multi-LoRA kernels.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ BACKENDS = ("auto", "transformers", "vllm")
 def vllm_unavailable_reason() -> str | None:
     """Why vLLM cannot serve here, or None when it can."""
     if importlib.util.find_spec("vllm") is None:
-        return "the vllm package is not installed (pip install 'finetune-control-plane[vllm]')"
+        return "the vllm package is not installed (pip install vllm: a build for this machine's torch and CUDA)"
     import torch
 
     if not torch.cuda.is_available():
