@@ -330,3 +330,19 @@ def test_openai_recipe_moves_to_together_in_one_call(tstack):
     assert done["status"] == "succeeded", done
     (pj,) = tstack.provider_jobs()
     assert pj["n_epochs"] == 2 and pj["suffix"].startswith("tickets-")
+
+
+@pytest.mark.strict_outbound
+def test_credentials_base_url_passes_the_outbound_policy(client, project):
+    """A project's Together base URL is dialled by the workers: an internal address is refused when it is given."""
+    for url in ("http://10.0.0.7/v1", "https://169.254.169.254/v1", "https://[::1]:8443/v1"):
+        r = client.put(
+            "/v1/providers/together/credentials",
+            json={"api_key": "tg-key", "base_url": url},
+            headers=project["headers"],
+        )
+        assert r.status_code == 422 and r.json()["code"] == "url_not_allowed", r.text
+    ok = client.put(
+        "/v1/providers/together/credentials", json={"api_key": "tg-key-0123456789"}, headers=project["headers"]
+    )
+    assert ok.status_code == 200 and ok.json()["hint"] == "6789" and ok.json()["base_url"] is None
