@@ -29,3 +29,32 @@ def test_evaluations_and_callers_share_the_process_runtime(tmp_path: Path, tiny_
         assert get_runtime(Settings(data_dir=tmp_path, inference_max_batch_size=4)) is not runtime
     finally:
         reset_runtime()
+
+
+def test_settings_choose_the_backend_and_a_gpu_gets_its_own_batch_cap(tmp_path: Path, monkeypatch) -> None:
+    import pytest
+    import torch
+
+    from service.errors import Unavailable
+    from service.inference import local_runtime
+    from service.inference.backends import runtime_from_settings
+    from service.providers.local.inference import default_batch_size
+
+    settings = Settings(data_dir=tmp_path, inference_max_batch_size=8, inference_gpu_max_batch_size=96)
+    runtime = runtime_from_settings(settings)
+    assert (type(runtime).__name__, runtime.max_batch_size) == ("InferenceRuntime", 8)
+    runtime.close()
+    assert default_batch_size("auto") == default_batch_size("cpu") == 16
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    # A GPU without vllm: transformers, with the GPU cap (free memory sizes the batch below it).
+    if __import__("importlib").util.find_spec("vllm") is None:
+        runtime = runtime_from_settings(settings.model_copy(update={"inference_backend": "transformers"}))
+        assert runtime.max_batch_size == 96
+        runtime.close()
+    assert default_batch_size("auto") == 256 and default_batch_size("cpu") == 16
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    try:
+        with pytest.raises(Unavailable, match="vllm cannot run here"):
+            local_runtime(settings.model_copy(update={"inference_backend": "vllm"}))
+    finally:
+        reset_runtime()
