@@ -107,22 +107,25 @@ def create_job(
 
 
 def rerun_job(session: Session, project_id: str, job_id: str, req: JobRerun, settings: Settings | None = None) -> Job:
-    """The same recipe as ``job_id`` on another provider or base model, linked to the original.
+    """The same recipe as ``job_id`` (datasets, method, hyperparameters, suffix, seed, metadata) on another provider or
+    base model, linked to the original.
 
-    Hyperparameters move over when the new provider's schema knows them (``n_epochs`` does everywhere); the rest are
-    dropped and listed in a warning, so nothing changes silently.
+    Hyperparameters move through OpenAI's vocabulary into the new provider's own (``service.jobs.recipes``); values
+    with no counterpart there are refused naming them, and ``req.hyperparameters`` replaces them all (checked against
+    the new provider's typed hyperparameters, unknown names refused like any create).
     """
+    from service.jobs.recipes import carry
+
     settings = settings or get_settings()
     old = get_job(session, project_id, job_id)
     provider = req.provider or old.provider
     entry = registry.entry(provider)
-    known = set(entry.params_model.model_fields)
     carried = old.method.get("hyperparameters") or {}
     if req.hyperparameters is not None:
-        hp, dropped = dict(req.hyperparameters), []
+        hp, renamed = dict(req.hyperparameters), []
     else:
-        hp = {k: v for k, v in carried.items() if k in known}
-        dropped = sorted(set(carried) - known)
+        moved = carry(registry.entry(old.provider), entry, carried)
+        hp, renamed = moved.hyperparameters, moved.renamed
     metadata = {k: str(v) for k, v in old.metadata_.items()}
     try:
         check_job_metadata(metadata)
@@ -148,10 +151,14 @@ def rerun_job(session: Session, project_id: str, job_id: str, req: JobRerun, set
         settings,
     )
     new.rerun_of_job_id = old.id
-    if dropped:
+    if renamed:
         new.warnings = [
             *new.warnings,
-            {"code": "hyperparameters_dropped", "message": f"not known to {provider}: {', '.join(dropped)}"},
+            {
+                "code": "hyperparameters_dropped",
+                "message": f"not known to {provider} by these names: {', '.join(renamed)}; carried through OpenAI's "
+                f"vocabulary as {hp}",
+            },
         ]
     session.add(new)
     return new

@@ -56,6 +56,8 @@ def _same(hyperparameters: dict[str, Any]) -> dict[str, Any]:
 class HyperparameterMap:
     from_openai: Callable[[dict[str, Any]], dict[str, Any]] = _same
     to_openai: Callable[[dict[str, Any]], dict[str, Any]] = _same
+    # Names that say where the provider trains rather than what (Azure's training tier): not part of a recipe.
+    placement: frozenset[str] = frozenset()
 
 
 def _openai_entry() -> ProviderEntry:
@@ -148,6 +150,8 @@ def _azure_entry() -> ProviderEntry:
         build=build,
         claims_model=claims_azure_model,
         base_models=_azure_base_models,
+        # Azure's hyperparameters are OpenAI's; its training tier says where to train, not what: a rerun leaves it.
+        hyperparameters=HyperparameterMap(placement=frozenset({"training_type"})),
         inference_client=_azure_inference_client,
         price_table_path=lambda _settings: _azure_price_table(),
     )
