@@ -32,6 +32,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.settings import Settings
+from service.ui.session import COOKIE as UI_COOKIE
+from service.ui.session import rate_identity
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +183,9 @@ class RateLimiter:
         *,
         redis_connect: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.time,
+        session_identity: Callable[[str | None], str | None] | None = None,
     ) -> None:
+        self.session_identity = session_identity  # the web UI's session cookie -> its API key's bucket
         self.key_limits = key_limits
         self.anonymous_limits = anonymous_limits
         self.clock = clock
@@ -208,6 +212,7 @@ class RateLimiter:
             Limits(settings.rate_limit_per_s, max(1, settings.rate_limit_burst)),
             Limits(max(settings.anonymous_rate_limit_per_s, 1e-6), max(1, settings.anonymous_rate_limit_burst)),
             redis_connect=redis_connect,
+            session_identity=rate_identity(settings.server_secret()),
         )
 
     async def take(self, bucket: str, limits: Limits, cost: float = 1.0) -> Decision:
@@ -285,7 +290,13 @@ class RateLimitMiddleware:
         token = bearer_token(Headers(scope=scope))
         address_bucket = f"addr:{client_address(scope)}"
         digest = key_digest(token) if token else None
-        if digest is None:
+        ui_bucket = None
+        if digest is None and limiter.session_identity is not None and scope["path"].startswith("/ui/"):
+            ui_bucket = limiter.session_identity(Request(scope).cookies.get(UI_COOKIE))
+        if ui_bucket is not None:
+            decision = await limiter.take(ui_bucket, limiter.key_limits)
+            what = "for this API key's web UI sessions"
+        elif digest is None:
             decision = await limiter.take(address_bucket, limiter.anonymous_limits)
             what = "without an API key from this address"
         else:

@@ -13,6 +13,8 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from urllib.parse import urlsplit
 
@@ -97,3 +99,17 @@ def same_origin(origin: str | None, referer: str | None, scheme: str, host: str 
         return True
     parts = urlsplit(source)
     return (parts.scheme, parts.netloc.lower()) == (scheme, (host or "").lower())
+
+
+def rate_identity(server_secret: bytes) -> Callable[[str | None], str | None]:
+    """For the rate limiter, which has no database: the bucket of a request carrying a validly signed, unexpired,
+    signed-in session cookie (``ui:<api key id>``), so the pages a key's users browse draw from a per-key budget rather
+    than the stricter one per client address (which a team behind one NAT address would share). Anything else, the
+    sign-in form included, stays anonymous."""
+    key = session_key(server_secret)
+
+    def identify(cookie_value: str | None) -> str | None:
+        session = decode(cookie_value, key, time.time())
+        return f"ui:{session.api_key_id}" if session is not None and session.signed_in else None
+
+    return identify

@@ -31,3 +31,12 @@ def seeded(settings, project):  # type: ignore[no-untyped-def]
     from ui.seed import seed_project
 
     return seed_project(settings, project["id"])
+
+
+@pytest.fixture
+def app(settings):  # type: ignore[no-untyped-def]
+    """The app with the rate limiter on, but an anonymous burst no test here reaches: these tests sign in many times
+    from one address, and on the PostgreSQL + Redis run the address's bucket lives in Redis across tests."""
+    from service.api.app import create_app
+
+    return create_app(settings.model_copy(update={"anonymous_rate_limit_burst": 1_000_000}))

@@ -287,3 +287,18 @@ def test_the_cookie_is_secure_over_https(app) -> None:  # type: ignore[no-untype
         assert "Secure" in client.get("/ui/login").headers["set-cookie"]
     with TestClient(app, base_url="http://testserver") as client:
         assert "Secure" not in client.get("/ui/login").headers["set-cookie"]
+
+
+def test_signed_in_pages_draw_on_the_keys_budget_not_the_addresss(settings, project) -> None:
+    from service.api.app import create_app
+
+    tight = create_app(
+        settings.model_copy(update={"anonymous_rate_limit_burst": 5, "anonymous_rate_limit_per_s": 0.01})
+    )
+    with TestClient(tight, base_url="http://testserver") as client:
+        sign_in(client, project["key"])  # 2 anonymous requests: the form and its post
+        statuses = {client.get("/ui/jobs").status_code for _ in range(20)}
+        assert statuses == {200}
+        client.cookies.clear()
+        anonymous = [client.get("/ui/login").status_code for _ in range(6)]
+        assert anonymous[-1] == 429

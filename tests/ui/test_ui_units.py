@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 
 from service.ui import charts, session
 from service.ui.diff import word_diff
@@ -103,3 +104,15 @@ def test_a_lone_or_failed_answer_is_not_diffed_against_nothing() -> None:
     assert [(p.op, p.text) for p in left] == [("same", "yes")] and right == []
     left, right = _pieces(row("yes no"), row("yes"))
     assert [p.op for p in left] == ["same", "removed"] and [p.op for p in right] == ["same"]
+
+
+def test_the_rate_limiter_knows_a_signed_in_session_without_a_database() -> None:
+    secret = b"a-server-secret-of-enough-bytes"
+    identify = session.rate_identity(secret)
+    key = session.session_key(secret)
+    signed_in = session.encode(session.sign_in("proj_1", "key_1", "Ana", now=time.time(), ttl_s=60), key)
+    assert identify(signed_in) == "ui:key_1"
+    assert identify(session.encode(session.anonymous(time.time(), 60), key)) is None
+    assert identify(signed_in[:-3] + "AAA") is None
+    assert identify(session.encode(session.sign_in("p", "k", "A", now=0, ttl_s=60), key)) is None  # expired
+    assert identify(None) is None
