@@ -123,8 +123,10 @@ def test_lifecycle_deployment_and_evaluation(azure):
     r = stack.client.put(f"/v1/jobs/{job['id']}/deployment", json={"name": "tickets-ft"}, headers=stack.headers)
     assert r.status_code == 200 and r.json()["deployment"] == "tickets-ft", r.text
 
-    # OpenAI-shaped chat completions reach it by either name of the model.
-    for name in (ft,):
+    # OpenAI-shaped chat completions reach it by either name of the model: Azure's, and ours in /v1/models.
+    listed = [m["id"] for m in stack.get("/v1/models")["data"] if m["id"].startswith(f"ft:{BASE}:")]
+    assert len(listed) == 1, listed
+    for name in (ft, listed[0]):
         r = stack.client.post(
             "/v1/chat/completions",
             json={"model": name, "messages": [{"role": "user", "content": TEST[0][0]}]},
