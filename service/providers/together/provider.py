@@ -268,9 +268,19 @@ class TogetherProvider:
         return [by_step[s] for s in sorted(by_step)]
 
     def cancel(self, provider_job_id: str) -> ProviderJob:
-        return self._parse_job(
-            self._client.json("POST", f"/fine-tunes/{provider_job_id}/cancel", what=f"cancel {provider_job_id}")
-        )
+        try:
+            return self._parse_job(
+                self._client.json("POST", f"/fine-tunes/{provider_job_id}/cancel", what=f"cancel {provider_job_id}")
+            )
+        except ProviderError as exc:
+            # Together refuses to cancel a job that has just finished: the job's own state is then the answer (a
+            # model that was made is kept), not a failure of the job.
+            if exc.transient or exc.status_code != 400:
+                raise
+            current = self.get_job(provider_job_id)
+            if current.status in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled):
+                return current
+            raise
 
     def pause(self, provider_job_id: str) -> ProviderJob:
         raise ProviderError("Together jobs cannot be paused", transient=False, code="unsupported_action")

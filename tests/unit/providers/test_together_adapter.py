@@ -136,6 +136,17 @@ def test_cancel_and_failure(emu, provider, tmp_path):
     assert got.status.value == "failed" and got.error["message"] == "Training data has no assistant messages"
 
 
+def test_cancel_of_a_job_that_just_finished_answers_its_state(emu, provider, tmp_path):
+    file_id = provider.upload_file(_train_file(tmp_path), sha256=SHA, purpose="fine-tune")
+    job = provider.create_job(_spec(file_id))
+    emu.advance(10_000)
+    finished = provider.cancel(job.id)  # Together answers 400: the job is completed
+    assert finished.status.value == "succeeded" and finished.fine_tuned_model
+    with pytest.raises(ProviderError) as err:
+        provider.cancel("ft-missing")
+    assert err.value.status_code == 404
+
+
 def test_dpo_full_body(provider):
     spec = JobSpec(
         our_job_id="job_01ABC",
