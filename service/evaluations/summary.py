@@ -104,6 +104,13 @@ def _cost(model: str | None, provider: str, input_tokens: int, output_tokens: in
     pricing = entry.pricing if entry is not None else None
     if pricing == "free":
         return "0"
+    if entry is not None and entry.inference_quote is not None and model is not None:
+        from service.pricing.table import UnknownModel
+
+        try:
+            return str(entry.inference_quote(model, input_tokens, output_tokens))
+        except UnknownModel:
+            return None
     if pricing != "price_table" or model is None:
         return None
     from service.pricing.estimates import inference_cost

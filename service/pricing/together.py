@@ -75,3 +75,16 @@ def training_quote(model: str, tokens: int, *, training_type: str = "lora", meth
         tokens=tokens,
         price_table_version=table.version,
     )
+
+
+def inference_cost(model: str, input_tokens: int, output_tokens: int) -> Decimal:
+    """USD for these tokens on ``model``: a listed base model, or a LoRA fine-tune of one, which Together serves at its
+    base model's price (``<account>/<base without org>-<suffix>-<hash>``)."""
+    table = load_together_prices()
+    entry = table.models.get(model)
+    if entry is None:
+        _account, _, rest = model.partition("/")
+        entry = next((e for name, e in table.models.items() if rest.startswith(name.split("/", 1)[-1] + "-")), None)
+    if entry is None:
+        raise UnknownModel(model, table.version)
+    return round_money((entry.inference.input * input_tokens + entry.inference.output * output_tokens) / MILLION)

@@ -46,6 +46,9 @@ class ProviderEntry:
     # Prices that do not fit the price table's shape (Together's: by model size, LoRA or full, SFT or DPO): (model,
     # tokens of one epoch, hyperparameters, method) -> pricing.CostQuote; raises pricing.UnknownModel when unlisted.
     training_quote: Callable[[str, int, dict[str, Any], str], Any] | None = None
+    # Its own inference prices, likewise: (model, input tokens, output tokens) -> USD as a Decimal; raises
+    # pricing.UnknownModel when unlisted.
+    inference_quote: Callable[[str, int, int], Any] | None = None
 
 
 def _same(hyperparameters: dict[str, Any]) -> dict[str, Any]:
@@ -228,6 +231,7 @@ def _together_entry() -> ProviderEntry:
         base_models=models.base_models,
         inference_client=models.inference_client,
         training_quote=models.training_quote,
+        inference_quote=models.inference_quote,
     )
 
 

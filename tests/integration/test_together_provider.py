@@ -145,6 +145,8 @@ def test_lifecycle_to_an_evaluated_fine_tune(tstack):
     assert tuned["graders"]["exact"]["metrics"]["pass_rate"]["estimate"] == 1.0
     assert base["graders"]["exact"]["metrics"]["pass_rate"]["estimate"] == 0.0
     assert tstack.emulator.calls("POST /v1/chat/completions") == 2 * len(PAIRS)
+    # Priced from Together's list: a LoRA fine-tune at its base model's serverless price.
+    assert float(tuned["cost_usd"]) > 0 and float(base["cost_usd"]) > 0
 
     # Our OpenAI-compatible chat completions forward the fine-tune, by Together's name and by ours, to Together.
     names = [m["id"] for m in tstack.get("/v1/models")["data"]]

@@ -5,6 +5,7 @@ fine-tunes Together names ``<account>/<base>-<suffix>-<hash>``; both answer on T
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from pydantic import SecretStr
@@ -76,3 +77,9 @@ def training_quote(model: str, epoch_tokens: int, hyperparameters: dict[str, Any
     epochs = epochs if isinstance(epochs, int) else 1
     kind = str(hyperparameters.get("training_type") or "lora")
     return quote(model, epoch_tokens * epochs, training_type=kind, method=method)
+
+
+def inference_quote(model: str, input_tokens: int, output_tokens: int) -> Decimal:
+    from service.pricing.together import inference_cost
+
+    return inference_cost(model, input_tokens, output_tokens)

@@ -92,6 +92,15 @@ def test_list_prices_by_tier_type_and_method():
         training_quote("gpt-4.1-mini-2025-04-14", 10)
 
 
+def test_inference_prices_of_base_and_lora_fine_tune():
+    from service.pricing.together import inference_cost
+
+    assert inference_cost(BASE, 1_000_000, 1_000_000) == Decimal("0.36")
+    assert inference_cost("acct/Meta-Llama-3.1-8B-Instruct-Reference-tickets-01jd-3f2a", 500_000, 0) == Decimal("0.09")
+    with pytest.raises(UnknownModel):
+        inference_cost("acct/unknown-model-x", 1, 1)
+
+
 def test_model_names():
     assert claims_together_model(BASE)
     assert claims_together_model("acct/Meta-Llama-3.1-8B-Instruct-Reference-tickets-01jd-3f2a")
