@@ -32,7 +32,7 @@ from service.datasets.views import first_problems
 from service.distill import generate, states
 from service.distill.models import Distillation, DistillRun
 from service.distill.report import build_report
-from service.errors import Conflict, InvalidInput
+from service.errors import Conflict, InvalidInput, ServiceError
 from service.evaluations import service as evaluations
 from service.evaluations import targets
 from service.evaluations.models import Evaluation, EvaluationSample
@@ -134,13 +134,6 @@ def view(session: Session, row: Distillation) -> DistillationOut:
     return distillation_out(row, statuses)
 
 
-def _view_for_event(row: Distillation) -> Any:
-    from service.db import session_scope
-
-    with session_scope() as s:
-        return view(s, row)
-
-
 def transition(session: Session, row: Distillation, to: R, error: dict[str, Any] | None = None) -> None:
     def on_enter(_old: R) -> None:
         if error is not None:
@@ -192,9 +185,20 @@ def _distilling(session: Session, settings: Settings, row: Distillation) -> list
         return []
     held_out = row.config["held_out"]
     fraction = float(held_out["test_fraction"])
-    splits, _later = derive.split(
-        session, settings, row.project_id, ds.id, {"train": 1 - fraction, "test": fraction}, held_out["seed"], None
-    )
+    try:
+        with session.begin_nested():  # a refusal leaves nothing half-made
+            splits, _later = derive.split(
+                session,
+                settings,
+                row.project_id,
+                ds.id,
+                {"train": 1 - fraction, "test": fraction},
+                held_out["seed"],
+                None,
+            )
+    except ServiceError as exc:  # nothing a retry changes
+        _fail(session, row, exc.code, f"the distilled dataset could not be split: {exc}")
+        return []
     row.train_dataset_id, row.test_dataset_id = splits["train"].id, splits["test"].id
     transition(session, row, R.splitting)
     _next(row)
@@ -222,8 +226,9 @@ def _splitting(session: Session, settings: Settings, row: Distillation) -> list[
         metadata={"distillation_id": row.id},
     )
     try:
-        job = jobs.create_job(session, row.project_id, job_req, settings)
-    except (InvalidInput, Conflict) as exc:
+        with session.begin_nested():
+            job = jobs.create_job(session, row.project_id, job_req, settings)
+    except ServiceError as exc:
         _fail(session, row, exc.code, f"the student's job could not be created: {exc}")
         return []
     row.job_id = job.id
@@ -246,7 +251,12 @@ def _training(session: Session, settings: Settings, row: Distillation) -> list[W
         return []
     run = session.get(DistillRun, row.distill_run_id)
     assert run is not None
-    evaluation = _evaluation(session, settings, row, run, job)
+    try:
+        with session.begin_nested():
+            evaluation = _evaluation(session, settings, row, run, job)
+    except ServiceError as exc:  # the teacher or the student can no longer answer (deleted, credentials removed)
+        _fail(session, row, exc.code, f"the evaluation could not be created: {exc}")
+        return []
     row.evaluation_id = evaluation.id
     transition(session, row, R.evaluating)
     _wait(row)

@@ -222,3 +222,68 @@ def test_cancelling_the_recipe_cancels_its_step_and_keeps_the_answers(stack, tin
     # Nothing after the distillation was started.
     done = client.get(f"/v1/distillations/{recipe['id']}", headers=h).json()
     assert done["steps"]["job"]["id"] is None and done["steps"]["evaluation"]["id"] is None
+
+
+def _ended(client, headers, distillation_id: str) -> dict[str, Any]:
+    return wait_for(
+        lambda: (
+            (d := client.get(f"/v1/distillations/{distillation_id}", headers=headers).json())["status"]
+            in ("succeeded", "failed", "cancelled")
+            and d
+        ),
+        timeout=120,
+        interval=0.2,
+    )
+
+
+def test_a_held_out_part_too_small_to_validate_fails_the_recipe_naming_it(stack, tiny_model_dir):
+    stack.emulator.core.config.answer_fn = _colour
+    client, h = stack.client, stack.headers
+    source = _upload(client, h, _prompts(12), "prompts.jsonl")
+    body = {
+        "source_dataset_id": source["id"],
+        "teacher": {"kind": "model", "name": "teacher", "model": TEACHER},
+        "student": {"model": str(tiny_model_dir), "hyperparameters": HYPERPARAMETERS},
+        "held_out": {"test_fraction": 0.5},
+    }
+    r = client.post("/v1/distillations", json=body, headers=h)
+    assert r.status_code == 201, r.text
+    done = _ended(client, h, r.json()["id"])
+    assert done["status"] == "failed" and done["error"]["code"] == "dataset_invalid", done
+    assert "at least 10 are required" in done["error"]["message"]
+    assert done["steps"]["test_split"]["status"] == "invalid" and done["steps"]["job"]["id"] is None
+    events = client.get("/v1/events", params={"type": "distillation.failed"}, headers=h).json()["data"]
+    assert [e["data"]["object"]["id"] for e in events] == [done["id"]]
+
+
+def test_a_teacher_that_cannot_answer_fails_the_recipe(stack, tiny_model_dir):
+    client, h = stack.client, stack.headers
+    source = _upload(client, h, _prompts(12), "prompts.jsonl")
+    body = {
+        "source_dataset_id": source["id"],
+        "teacher": {"kind": "model", "name": "teacher", "model": "gpt-no-such-model"},
+        "student": {"model": str(tiny_model_dir), "hyperparameters": HYPERPARAMETERS},
+    }
+    r = client.post("/v1/distillations", json=body, headers=h)
+    assert r.status_code == 201, r.text
+    done = _ended(client, h, r.json()["id"])
+    assert done["status"] == "failed" and done["error"]["code"] == "distillation_failed", done
+    assert "gpt-no-such-model" in done["error"]["message"]
+    assert done["steps"]["distill"]["status"] == "failed" and done["steps"]["dataset"]["id"] is None
+
+
+def test_a_bad_student_is_refused_before_the_teacher_is_asked(stack, tiny_model_dir):
+    client, h = stack.client, stack.headers
+    source = _upload(client, h, _prompts(12), "prompts.jsonl")
+    body = {
+        "source_dataset_id": source["id"],
+        "teacher": {"kind": "model", "name": "teacher", "model": TEACHER},
+        "student": {"model": str(tiny_model_dir), "hyperparameters": {"n_epochs": "many"}},
+    }
+    r = client.post("/v1/distillations", json=body, headers=h)
+    assert r.status_code == 422 and r.json()["code"] == "invalid_hyperparameters", r.text
+    assert r.json()["field"] == "student.hyperparameters"
+    r = client.post("/v1/distillations", json={**body, "student": {"provider": "nope", "model": "m"}}, headers=h)
+    assert r.status_code == 422 and r.json()["code"] == "unknown_provider", r.text
+    assert stack.emulator.calls("POST /v1/chat/completions") == 0
+    assert client.get("/v1/distillations", headers=h).json()["data"] == []
