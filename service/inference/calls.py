@@ -51,11 +51,17 @@ class DerivedCalls:
     ) -> AsyncGenerator[StreamItem, None]:
         raise NotImplementedError
 
+    def whole_stream(
+        self, model: ModelRef, prompt: Prompt, params: SamplingParams, *, timeout_s: float | None = None
+    ) -> Iterator[StreamItem]:
+        """The items of a request that is read only once complete; a backend may hand its text over in one piece."""
+        return self.stream(model, prompt, params, timeout_s=timeout_s)
+
     def generate(
         self, model: ModelRef, prompt: Prompt, params: SamplingParams, *, timeout_s: float | None = None
     ) -> Completion:
         # Closing the stream, even when an error stops the collection, cancels what is left of the request.
-        with contextlib.closing(self.stream(model, prompt, params, timeout_s=timeout_s)) as items:  # type: ignore[type-var]
+        with contextlib.closing(self.whole_stream(model, prompt, params, timeout_s=timeout_s)) as items:  # type: ignore[type-var]
             return collect(items, params.n)
 
     async def astream(

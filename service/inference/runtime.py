@@ -56,8 +56,11 @@ PREFILL_TOKENS_PER_STEP = 512
 class Request:
     """One submitted call: its choices' sequences, its deadline and the events waiting for its consumer."""
 
-    def __init__(self, ref: ModelRef, prompt_ids: list[int], params: SamplingParams, deadline: float):
+    def __init__(
+        self, ref: ModelRef, prompt_ids: list[int], params: SamplingParams, deadline: float, *, whole: bool = False
+    ):
         self.ref = ref
+        self.whole = whole  # read only when complete: its text is handed over once, not a piece per step
         self.prompt_ids = prompt_ids
         self.params = params
         self.deadline = deadline
@@ -171,14 +174,20 @@ class InferenceRuntime(DerivedCalls):
         return encode_prompt(self.load(model), prompt)
 
     def submit(
-        self, model: ModelRef, prompt: Prompt, params: SamplingParams, *, timeout_s: float | None = None
+        self,
+        model: ModelRef,
+        prompt: Prompt,
+        params: SamplingParams,
+        *,
+        timeout_s: float | None = None,
+        whole: bool = False,
     ) -> Request:
         check_params(params, max_tokens=self.max_tokens, max_n=self.max_batch_size)
         base = self.load(model)
         prompt_ids = encode_prompt(base, prompt)
         limit = token_limit(prompt_ids, params, base.max_context)
         timeout = self.request_timeout_s if timeout_s is None else min(timeout_s, self.request_timeout_s)
-        request = Request(model, prompt_ids, params, time.monotonic() + timeout)
+        request = Request(model, prompt_ids, params, time.monotonic() + timeout, whole=whole)
         from .sampling import row_generator
         from .text import TextAssembler
 
@@ -217,6 +226,12 @@ class InferenceRuntime(DerivedCalls):
     ) -> Iterator[StreamItem]:
         """StreamEvent items, then one Usage. Closing the iterator early cancels the request."""
         request = self.submit(model, prompt, params, timeout_s=timeout_s)
+        return _events(request, iter(request.get, _DONE))
+
+    def whole_stream(
+        self, model: ModelRef, prompt: Prompt, params: SamplingParams, *, timeout_s: float | None = None
+    ) -> Iterator[StreamItem]:
+        request = self.submit(model, prompt, params, timeout_s=timeout_s, whole=True)
         return _events(request, iter(request.get, _DONE))
 
     async def aopen_stream(
@@ -390,6 +405,8 @@ class InferenceRuntime(DerivedCalls):
         finished = set()
         for seq in rows:
             done = seq.finish_reason is not None
+            if not done and seq.request.whole:
+                continue
             if done:
                 seq.text.finish()
             piece = seq.text.take(final=done)

@@ -28,6 +28,15 @@ class TextAssembler:
 
     def add(self, token_id: int) -> None:
         self._ids.append(token_id)
+        if self._stop:  # a stop string must be found at the token that completes it
+            self._advance()
+
+    def _advance(self) -> None:
+        """Decode the tokens added since the last call. Without stop strings this waits for `take`, so a request read
+        only at its end decodes once instead of twice per token (about 0.1 ms a row per step measured on CPU: 25 ms
+        a step for 256 rows, longer than a GPU decode step of a small model)."""
+        if self._read == len(self._ids):
+            return
         before = self._decode(self._ids[self._prefix : self._read])
         window = self._decode(self._ids[self._prefix :])
         if len(window) > len(before) and not window.endswith("\ufffd"):
@@ -55,6 +64,7 @@ class TextAssembler:
 
     def take(self, final: bool = False) -> str:
         """Text not handed out yet; unless `final`, minus a tail that may still become a stop string."""
+        self._advance()
         end = len(self.text)
         if not (final or self.stopped):
             end -= self._held_back()
