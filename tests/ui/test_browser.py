@@ -41,17 +41,9 @@ def browser():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def ui_app(settings):  # type: ignore[no-untyped-def]
-    from service.api.app import create_app
-
-    # A browser at machine speed, from one address, across several tests (buckets are shared in Redis on the
-    # PostgreSQL + Redis run): the anonymous per-address limit is not what these tests are about.
-    return create_app(settings.model_copy(update={"anonymous_rate_limit_per_s": 0, "rate_limit_per_s": 0}))
-
-
-@pytest.fixture
-def base_url(ui_app):  # type: ignore[no-untyped-def]
-    with serve(ui_app) as url:
+def base_url(app):  # type: ignore[no-untyped-def]
+    # ``app`` (tests/ui/conftest.py) keeps the rate limiter on: signed-in pages draw on their key's budget.
+    with serve(app) as url:
         yield url
 
 
