@@ -194,3 +194,38 @@ def test_another_project_sees_none_of_it(stack, other_project):
     assert listed["data"] == []
     assert [r["id"] for r in stack.get("/v1/datasets/distill")["data"]] == [run["id"]]
     _wait_run(stack, run["id"])
+
+
+def test_an_answered_dataset_gets_the_teachers_answers_and_a_reference_filter_keeps_agreement(stack):
+    stack.emulator.core.config.answer_fn = teacher_answer
+    rows = [
+        {
+            "messages": [
+                {"role": "system", "content": "Add one."},
+                {"role": "user", "content": f"What is {i} + 1?"},
+                # The old answers are right for even numbers only.
+                {"role": "assistant", "content": f"The answer is {i + 1 if i % 2 == 0 else i + 2}."},
+            ]
+        }
+        for i in range(24)
+    ]
+    source = stack.upload("".join(json.dumps(r) + "\n" for r in rows).encode(), "answered.jsonl")
+    assert source["status"] == "ready"
+    run = _distill(
+        stack,
+        {
+            "source_dataset_id": source["id"],
+            "teacher": {"kind": "model", "name": "teacher", "model": TEACHER},
+            "filters": {"graders": [{"type": "exact_match", "name": "agrees_with_source"}]},
+        },
+    )
+    run = _wait_run(stack, run["id"])
+    assert run["status"] == "succeeded", run
+    # Kept: even numbers whose teacher answer is not a refusal (numbers ending in 3 and 7 are odd anyway).
+    assert run["counts"]["kept"] == 12 and run["counts"]["filtered_out"]["agrees_with_source"] == 12
+    ds = stack.get(f"/v1/datasets/{run['dataset_id']}")
+    assert ds["n_examples"] == 12 and ds["source_dataset_id"] == source["id"]
+    samples = stack.get(f"/v1/evaluations/{run['evaluation_id']}/samples", limit=100)["data"]
+    by_index = {s["example_index"]: s for s in samples}
+    # The prompt is the conversation before the replaced answer.
+    assert by_index[4]["input"] == rows[4]["messages"][:2] and by_index[4]["output"] == "The answer is 5."
