@@ -51,6 +51,9 @@ _DONE = object()
 # Prompt tokens prefilled between two decode steps at most (a longer prompt still goes alone): a burst of arrivals is
 # prefilled in groups, so the first of them get their first token sooner and running rows keep decoding in between.
 PREFILL_TOKENS_PER_STEP = 512
+# A GPU prefills thousands of tokens in the time of a few decode steps, and 512 would take 20 steps to bring 256 rows of
+# short prompts into the batch (not measured on a GPU yet: bench/inference_throughput.py shows it).
+GPU_PREFILL_TOKENS_PER_STEP = 8192
 
 
 class Request:
@@ -364,11 +367,12 @@ class InferenceRuntime(DerivedCalls):
         joining: list[Sequence] = []
         prompt_tokens = 0
         widest = lane.widest()
+        chunk = GPU_PREFILL_TOKENS_PER_STEP if lane.base.device.type == "cuda" else PREFILL_TOKENS_PER_STEP
         with self._lock:
             while lane.waiting and len(lane.rows) + len(joining) < self.max_batch_size:
                 seq = lane.waiting[0]
                 size = len(seq.request.prompt_ids)
-                if joining and prompt_tokens + size > PREFILL_TOKENS_PER_STEP:
+                if joining and prompt_tokens + size > chunk:
                     break
                 rows, width = len(lane.rows) + len(joining) + 1, max(widest, seq.width)
                 if rows > 1 and not rows_fit(lane.kv_budget, rows, width):
