@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     from service.projects.router import router as projects_router
     from service.providers.router import router as providers_router
     from service.providers.webhooks_router import router as provider_webhooks_router
+    from service.reviews.router import router as reviews_router
     from service.webhooks.router import router as webhooks_router
 
     app.include_router(health_router)
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         job_artifacts_router,
         deployments_router,
         evaluations_router,
+        reviews_router,
         events_router,
         providers_router,
         provider_webhooks_router,
