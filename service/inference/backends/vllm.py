@@ -94,6 +94,7 @@ class VllmRuntime(DerivedCalls):
         self.request_timeout_s = request_timeout_s
         self.precision = precision
         self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
         self._base: VllmBase | None = None
         self._lora_ids = itertools.count(1)  # vLLM wants a distinct positive int per adapter
         self._in_flight = 0
@@ -106,9 +107,15 @@ class VllmRuntime(DerivedCalls):
     # The runtime interface ----------------------------------------------------------------------------------------
 
     def load(self, model: ModelRef) -> VllmBase:
-        with self._lock:  # one engine start at a time; the engine loads for minutes on a big model
+        # One engine start at a time, under a lock of its own: a start takes minutes on a big model, and the counters'
+        # lock is taken on the engine's loop (a request ending) and by the health route meanwhile.
+        with self._start_lock:
+            if self._closed:  # its loop has stopped: nothing would ever run there again
+                raise InferenceError("the inference runtime is shut down")
             if self._base is None:
-                self._base = self._start(model)
+                base = self._start(model)
+                with self._lock:
+                    self._base = base
             elif self._base.key != model.base_key:
                 raise ModelLoadError(
                     f"{model.who} cannot be loaded: the vLLM backend serves one base model per process and holds "

@@ -228,6 +228,8 @@ def test_max_tokens_is_cut_to_the_engines_context(fake_vllm, tmp_path: Path, tin
     finally:
         runtime.close()
     assert fake_vllm.engines[0].shut
+    with pytest.raises(InferenceError, match="shut down"):
+        runtime.load(ModelRef(str(tiny_base)))
 
 
 def test_auto_takes_vllm_only_with_the_package_and_a_gpu(fake_vllm, monkeypatch, caplog, tmp_path: Path):
