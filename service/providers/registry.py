@@ -152,7 +152,8 @@ def _azure_entry() -> ProviderEntry:
         pricing="price_table",
         build=build,
         claims_model=claims_azure_model,
-        base_models=_azure_base_models,
+        # No base models in /v1/models: Azure's carry OpenAI's names (which would take them from OpenAI there) and
+        # answer only under a deployment's name; GET /v1/providers/azure/models lists what the resource trains.
         # Azure's hyperparameters are OpenAI's; its training tier says where to train, not what: a rerun leaves it.
         hyperparameters=HyperparameterMap(placement=frozenset({"training_type"})),
         inference_client=_azure_inference_client,
@@ -190,19 +191,6 @@ def _azure_price_table() -> Any:
     from service.pricing.table import BUNDLED_PRICE_TABLE
 
     return BUNDLED_PRICE_TABLE.with_name("azure_price_table.json")
-
-
-def _azure_base_models(session: Session, project_id: str, settings: Settings) -> list[tuple[str, int]]:
-    """Azure's fine-tunable models, for projects with an Azure resource (a stored key or the server's)."""
-    from datetime import UTC, datetime
-
-    from service.pricing.table import load_price_table
-
-    if credential_for(session, project_id, "azure") is None and settings.azure_openai_api_key is None:
-        return []
-    table = load_price_table(_azure_price_table())
-    created = int(datetime.fromisoformat(table.version).replace(tzinfo=UTC).timestamp())
-    return [(name, created) for name, entry in sorted(table.models.items()) if entry.fine_tuning_methods]
 
 
 def _together_entry() -> ProviderEntry:
