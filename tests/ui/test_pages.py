@@ -302,3 +302,56 @@ def test_signed_in_pages_draw_on_the_keys_budget_not_the_addresss(settings, proj
         client.cookies.clear()
         anonymous = [client.get("/ui/login").status_code for _ in range(6)]
         assert anonymous[-1] == 429
+
+
+def _flat(routes):  # type: ignore[no-untyped-def]
+    """Every route, looking inside included routers (FastAPI may keep one entry per router)."""
+    for route in routes:
+        candidates = getattr(route, "effective_candidates", None)
+        if callable(candidates):
+            yield from _flat(candidates())
+        else:
+            yield route
+
+
+def test_every_ui_route_with_an_object_is_404_for_another_project(app, project, other_project, seeded) -> None:  # type: ignore[no-untyped-def]
+    """Like the API's isolation walk (tests/unit/ops/test_ops_isolation.py), read from the app's routes, so a new
+    /ui route with a path parameter is checked as soon as it exists; signed in with a UI session instead of a key."""
+    param = re.compile(r"{(\w+)}")
+    with (
+        TestClient(app, base_url="http://testserver") as owner,
+        TestClient(app, base_url="http://testserver") as other,
+    ):
+        sign_in(owner, project["key"], "Ana")
+        sign_in(other, other_project["key"], "Bo")
+        queue_id = _start_review(owner, seeded.evaluation_id)
+        item_id = re.findall(r'data-item="([^"]+)"', owner.get(f"/ui/reviews/{queue_id}").text)[0]
+        objects = {
+            "dataset_id": seeded.invalid_dataset_id,
+            "job_id": seeded.job_id,
+            "evaluation_id": seeded.evaluation_id,
+            "queue_id": queue_id,
+            "item_id": item_id,
+        }
+        token = csrf_of(other.get("/ui/jobs").text)
+        checked, uncovered = [], []
+        for route in _flat(app.routes):
+            path = getattr(route, "path_format", None) or getattr(route, "path", "")
+            if not hasattr(route, "methods") or not path.startswith("/ui/"):
+                continue
+            params = param.findall(path)
+            if not params or path == "/ui/static/{name}":  # the same packaged files for everyone
+                continue
+            if any(p not in objects for p in params):
+                uncovered.append(path)
+                continue
+            url = path.format(**objects)
+            for method in sorted(route.methods - {"HEAD"}):
+                data = {"csrf_token": token, "verdict": "pass", "mode": "pass_fail", "size": "2"}
+                r = other.request(method, url, data=data if method == "POST" else None)
+                assert r.status_code == 404, f"{method} {path} as another project: {r.status_code}"
+                if method == "GET":
+                    assert owner.get(url).status_code == 200, f"GET {path} as the owner"
+                checked.append(f"{method} {path}")
+        assert not uncovered, f"/ui routes this walk cannot make objects for: {uncovered}"
+        assert len(checked) >= 7, checked
