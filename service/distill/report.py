@@ -83,6 +83,8 @@ def per_thousand(
                 f"run on this machine at {usd_per_hour} USD/hour for 1,000 x the mean request latency (an upper "
                 "bound: requests share batches)"
             )
+        else:
+            out.cost_note = "run on this machine, but no request was timed: no cost"
         return out
     cost = result.get("cost_usd")
     if cost is None or not n:

@@ -136,7 +136,10 @@ def test_hosted_teacher_tiny_local_student(stack, tiny_model_dir):
 
 
 def test_local_teacher_runs_with_no_keys(client, project, worker, tiny_model_dir, monkeypatch):
+    from service.settings import get_settings
+
     monkeypatch.delenv("FINETUNE_OPENAI_API_KEY", raising=False)
+    assert get_settings().openai_api_key is None  # no key anywhere: every model here runs on this machine
     h = project["headers"]
     # The teacher: a local fine-tune of the tiny model on colour answers.
     train = _upload(

@@ -75,6 +75,8 @@ def test_local_models_are_free_hardware_unless_priced_by_the_hour():
     # 1,000 x 0.36 s = 0.1 h at 2.50 USD/h.
     assert priced.cost_usd is not None and float(priced.cost_usd) == 0.25
     assert "2.50 USD/hour" in (priced.cost_note or "")
+    untimed = per_thousand(RESULTS["candidates"][1], local=True, mean_latency_s=None, usd_per_hour="2.50")
+    assert untimed.cost_usd is None and "no request was timed" in (untimed.cost_note or "")
 
 
 def test_an_unpriced_hosted_model_says_so():
