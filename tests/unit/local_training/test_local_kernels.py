@@ -213,3 +213,30 @@ def test_kernel_choices_are_logged_and_peak_memory_recorded(tiny_model_dir, json
     assert steps and all(e.peak_gpu_memory_bytes is None for e in steps)  # no CUDA here
     assert all(e.peak_process_rss_bytes and e.peak_process_rss_bytes > 50 * 2**20 for e in steps)
     assert result.peak_process_rss_bytes >= steps[-1].peak_process_rss_bytes
+
+
+def test_the_loop_reads_the_device_once_per_step_whatever_the_accumulation(
+    tiny_model_dir, jsonl, memorisable, tmp_path, monkeypatch
+) -> None:
+    """A read of a device tensor (item, float, tolist) stops the host until the device catches up. The trainer's own
+    code makes one per optimizer step (the loss and gradient norm together), none per micro-batch: this is what kept
+    it CPU-bound on the GPU where the bench's bare loop was not."""
+    import sys
+
+    reads: list[str] = []
+    for name in ("item", "__float__", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _original=original, _name=name, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if "providers/local" in caller.replace("\\", "/"):
+                reads.append(f"{_name} in {Path(caller).name}")
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    events, _ = _run(
+        tiny_model_dir, jsonl("train.jsonl", memorisable(12)), tmp_path / "run", gradient_accumulation_steps=2
+    )
+    steps = [e for e in events if e.type == "step"]
+    assert len(steps) >= 2
+    assert reads == ["tolist in trainer.py"] * len(steps)
