@@ -189,7 +189,15 @@ def delete_dataset(session: Session, settings: Settings, project_id: str, datase
             code="dataset_in_use",
         )
     sha = ds.sha256
-    session.delete(ds)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.delete(ds)
+            session.flush()
+    except sa.exc.IntegrityError as exc:
+        # Evaluations and distillations keep the dataset they ran on as part of their record.
+        raise Conflict(
+            f"dataset {ds.id} is used by an evaluation or a distillation; it is kept for their record",
+            code="dataset_in_use",
+        ) from exc
     still_used = session.exec(select(Dataset.id).where(Dataset.sha256 == sha).limit(1)).first() is not None
     remove_blob_if_unused(settings, sha, still_used)

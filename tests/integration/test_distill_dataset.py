@@ -229,3 +229,17 @@ def test_an_answered_dataset_gets_the_teachers_answers_and_a_reference_filter_ke
     by_index = {s["example_index"]: s for s in samples}
     # The prompt is the conversation before the replaced answer.
     assert by_index[4]["input"] == rows[4]["messages"][:2] and by_index[4]["output"] == "The answer is 5."
+
+
+def test_the_prompts_of_a_distillation_cannot_be_deleted_from_under_it(stack):
+    stack.emulator.core.config.answer_fn = teacher_answer
+    source = stack.upload(prompts(12), "prompts.jsonl")
+    body = {"source_dataset_id": source["id"], "teacher": {"kind": "model", "name": "t", "model": TEACHER}}
+    done = _wait_run(stack, _distill(stack, body)["id"])
+    r = stack.client.delete(f"/v1/datasets/{source['id']}", headers=stack.headers)
+    assert r.status_code == 409 and r.json()["code"] == "dataset_in_use", r.text
+    assert stack.get(f"/v1/datasets/{source['id']}")["id"] == source["id"]
+    # The distilled dataset itself is the user's to delete; the distillation then shows none.
+    r = stack.client.delete(f"/v1/datasets/{done['dataset_id']}", headers=stack.headers)
+    assert r.status_code == 200, r.text
+    assert stack.get(f"/v1/datasets/distill/{done['id']}")["dataset_id"] is None
