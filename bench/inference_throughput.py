@@ -99,6 +99,12 @@ def main() -> None:
     gpu = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="smol1.7b" if gpu else "smol135m")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="a model folder to use instead of building --shape (e.g. one the GPU kit's make_models.py made)",
+    )
     parser.add_argument("--prompts", type=int, default=256 if gpu else 48)
     parser.add_argument("--new-tokens", type=int, default=64 if gpu else 32)
     parser.add_argument("--batch", type=int, default=None, help="the runtime side's batch (default: from memory)")
@@ -114,10 +120,9 @@ def main() -> None:
     from kit_shapes import build_shape
 
     started = time.perf_counter()
-    model = build_shape(args.shape, args.cache_dir / "bench-shapes" / args.shape, args.cache_dir)
-    print(
-        f"model {args.shape} ({model}) ready in {time.perf_counter() - started:.1f}s; device {'cuda' if gpu else 'cpu'}"
-    )
+    model = args.model or build_shape(args.shape, args.cache_dir / "bench-shapes" / args.shape, args.cache_dir)
+    shape = args.model.name if args.model else args.shape
+    print(f"model {shape} ({model}) ready in {time.perf_counter() - started:.1f}s; device {'cuda' if gpu else 'cpu'}")
     convs = conversations(args.prompts)
     plans = {"runtime": {"batch_size": args.batch, "backend": args.backend}}
     if not args.skip_baseline:
@@ -132,7 +137,7 @@ def main() -> None:
     sides = list(best.values())
 
     print(
-        f"{args.prompts} prompts x {args.new_tokens} new tokens, greedy, shape {args.shape}, "
+        f"{args.prompts} prompts x {args.new_tokens} new tokens, greedy, shape {shape}, "
         f"{'GPU ' + torch.cuda.get_device_name() if gpu else f'CPU ({os.cpu_count()} cores)'}"
     )
     for side in sides:
@@ -150,7 +155,7 @@ def main() -> None:
             + ("; the GPU target is 20,000 tok/s" if gpu else "")
         )
     for side in sides:
-        print(json.dumps({k: v for k, v in side.items() if k != "texts"} | {"shape": args.shape}), flush=True)
+        print(json.dumps({k: v for k, v in side.items() if k != "texts"} | {"shape": shape}), flush=True)
 
 
 if __name__ == "__main__":
