@@ -104,7 +104,8 @@ def base_model_name(model: str) -> str:
     """The base model of a fine-tuned or checkpoint name; other names are returned stripped.
 
     ``ft:gpt-4.1-mini-2025-04-14:org::abc`` and ``ft:gpt-4.1-mini-2025-04-14:org:sfx:job:ckpt-step-10`` give
-    ``gpt-4.1-mini-2025-04-14``; the legacy ``curie:ft-org-2023-01-01`` gives ``curie``.
+    ``gpt-4.1-mini-2025-04-14``; the legacy ``curie:ft-org-2023-01-01`` gives ``curie``; Azure's
+    ``gpt-4.1-mini-2025-04-14.ft-0123abcd`` (and its ``:ckpt-step-10``) gives ``gpt-4.1-mini-2025-04-14``.
     """
     name = model.strip()
     if name.startswith("ft:"):
@@ -114,6 +115,8 @@ def base_model_name(model: str) -> str:
         return parts[1]
     if ":ft-" in name:
         return name.split(":", 1)[0]
+    if ".ft-" in name:
+        return name.split(".ft-", 1)[0]
     return name
 
 

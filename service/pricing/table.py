@@ -116,7 +116,7 @@ class PriceTable(BaseModel):
         return ModelInfo(
             model=model,
             name=name,
-            fine_tuned=model.strip().startswith("ft:") or ":ft-" in model,
+            fine_tuned=model.strip().startswith("ft:") or ":ft-" in model or ".ft-" in model,
             entry=self.models[name],
             table_version=self.version,
         )

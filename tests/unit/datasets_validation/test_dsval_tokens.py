@@ -166,6 +166,7 @@ def test_tiktoken_backend_is_available() -> None:
         ("o4-mini-2025-04-16", "o4-mini-2025-04-16", "o200k_base", False),
         ("gpt-5-mini", "gpt-5-mini", "o200k_base", False),
         ("curie:ft-acme-2023-01-01-00-00-00", "curie", "o200k_base", True),
+        ("gpt-4o-mini-2024-07-18.ft-0123456789abcdef:ckpt-step-10", "gpt-4o-mini-2024-07-18", "o200k_base", False),
         ("my-local-llama", "my-local-llama", "o200k_base", True),
         ("cl100k_base", "cl100k_base", "cl100k_base", False),
     ],
