@@ -57,6 +57,9 @@ def cuda_kv_token_budget(model: Any, device: Any) -> int | None:
     import torch
 
     free, _total = torch.cuda.mem_get_info(device)
+    # Blocks torch's caching allocator holds but no tensor uses (a finished batch's cache) are free to this process,
+    # though the driver counts them as taken.
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     dtype_bytes = next(model.parameters()).element_size()
     return kv_token_budget(free, kv_bytes_per_token(model.config, dtype_bytes))
 

@@ -54,6 +54,22 @@ def test_the_batch_is_what_free_memory_minus_weights_holds_with_the_margin_and_t
     assert kv_token_budget(10 * GIB, kv, margin=0.0) == 10 * GIB // kv
 
 
+def test_on_cuda_the_budget_counts_free_device_memory_and_the_allocators_idle_blocks(monkeypatch):
+    import types
+
+    import torch
+
+    from service.inference.capacity import cuda_kv_token_budget
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10 * GIB, 141 * GIB))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 3 * GIB)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 1 * GIB)
+    model = types.SimpleNamespace(config=smol_1_7b(), parameters=lambda: iter([torch.zeros(1, dtype=torch.bfloat16)]))
+    budget = cuda_kv_token_budget(model, types.SimpleNamespace(type="cuda"))
+    assert budget == kv_token_budget(12 * GIB, kv_bytes_per_token(smol_1_7b(), 2))
+    assert cuda_kv_token_budget(model, types.SimpleNamespace(type="cpu")) is None
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="tokens_per_row"):
         batch_from_memory(GIB, 1024, 0, cap=8)
