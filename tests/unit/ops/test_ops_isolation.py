@@ -146,6 +146,55 @@ def make_distillation(w: World) -> str:
         return row.id
 
 
+def make_review_queue(w: World) -> str:
+    """A review queue of a finished evaluation (queues are made only from finished ones), through the API."""
+    from service.clock import utcnow
+    from service.evaluations.models import Evaluation, EvaluationSample
+
+    with w.session() as s:
+        evaluation = Evaluation(
+            project_id=w.owner["id"],
+            status="succeeded",
+            dataset_id=w.get("dataset_id"),
+            config={
+                "mode": "realtime",
+                "candidates": [{"kind": "model", "name": "base", "provider": "openai", "model": "m"}],
+                "graders": [{"type": "exact_match", "name": "exact"}],
+                "confidence": 0.95,
+                "seed": 0,
+            },
+            finished_at=utcnow(),
+        )
+        s.add(evaluation)
+        s.flush()
+        for i in range(4):
+            s.add(
+                EvaluationSample(
+                    evaluation_id=evaluation.id,
+                    candidate="base",
+                    example_key=f"test:{i}",
+                    split="test",
+                    example_index=i,
+                    input=[{"role": "user", "content": f"q{i}"}],
+                    reference="a",
+                    output="a",
+                    ok=True,
+                    scores={"exact": {"value": 1.0, "passed": True}},
+                )
+            )
+        evaluation_id = evaluation.id
+    r = w.client.post(f"/v1/evaluations/{evaluation_id}/review", json={"size": 4}, headers=w.owner["headers"])
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def make_review_item(w: World) -> str:
+    queue_id = w.get("queue_id")
+    r = w.client.get(f"/v1/review_queues/{queue_id}/items", headers=w.owner["headers"])
+    assert r.status_code == 200, r.text
+    return r.json()["data"][0]["id"]
+
+
 MAKERS: dict[str, Callable[[World], str]] = {
     "dataset_id": make_dataset,
     "file_id": make_dataset,  # OpenAI's files are our datasets
@@ -157,6 +206,8 @@ MAKERS: dict[str, Callable[[World], str]] = {
     "key_id": make_api_key,
     "run_id": make_distill_run,
     "distillation_id": make_distillation,
+    "queue_id": make_review_queue,
+    "item_id": make_review_item,
 }
 
 
