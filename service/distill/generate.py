@@ -153,7 +153,7 @@ def create_run(
     src = _source(session, project_id, req.source_dataset_id)
     create = evaluation_request(req)
     local = _check_teacher(session, settings, project_id, req)
-    evaluations._check_graders(create)  # the evaluation's own check: filters are its graders
+    evaluations.check_graders(create)  # the evaluation's own check: filters are its graders
     config = create.model_dump(mode="json", exclude={"candidates", "judge", "metadata"})
     config["candidates"] = [targets.seal_candidate(settings, c.model_dump()) for c in create.candidates]
     config["baseline"] = create.candidates[0].name

@@ -75,7 +75,7 @@ def _check_student(session: Session, settings: Settings, project_id: str, req: D
         ) from exc
     base = ModelCandidate(name=BASE, provider=_student_target(req.student.provider), model=req.student.model)
     targets.resolve(session, settings, project_id, base.model_dump(mode="json"), check_only=True)
-    evaluations._check_graders(req.evaluation)  # the evaluation's own check of its graders
+    evaluations.check_graders(req.evaluation)  # the evaluation's own check of its graders
 
 
 def create(

@@ -44,7 +44,7 @@ def _ready_dataset(session: Session, project_id: str, dataset_id: str, role: str
     return ds
 
 
-def _check_graders(req: EvaluationCreate | JobEvaluationRequest) -> None:
+def check_graders(req: EvaluationCreate | JobEvaluationRequest) -> None:
     from service.evaluations.graders.registry import get_grader
 
     class _NoCalls:
@@ -92,7 +92,7 @@ def create_evaluation(
         resolved.append(targets.resolve(session, settings, project_id, judge, check_only=True))
     if req.overfit_check is not None:
         _ready_dataset(session, project_id, req.overfit_check.dataset_id, "training")
-    _check_graders(req)
+    check_graders(req)
     config = req.model_dump(mode="json", exclude={"candidates", "judge", "metadata"})
     config["candidates"] = [targets.seal_candidate(settings, c.model_dump()) for c in req.candidates]
     for c in config["candidates"]:
@@ -186,7 +186,7 @@ def check_job_evaluation_request(
     """Check a job's evaluation request when the job is created (not hours later), and return it as stored."""
     _check_urls(req, settings, prefix="evaluation.")
     _ready_dataset(session, project_id, req.dataset_id, "evaluation")
-    _check_graders(req)
+    check_graders(req)
     stored = req.model_dump(mode="json", exclude={"judge"})
     if req.judge is not None:
         stored["judge"] = targets.seal_candidate(settings, req.judge.model_dump())
