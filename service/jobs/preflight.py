@@ -80,6 +80,16 @@ def preflight(provider: str, model: str, train: Dataset, hyperparameters: dict[s
             f"OpenAI accepts no new fine-tuning jobs after {OPENAI_LAST_JOB_DAY}; POST /v1/jobs/{{id}}/rerun moves a "
             "recipe",
         )
+    limit = entry.max_training_file_bytes
+    if limit is not None and train.size_bytes > limit:
+        raise InvalidInput(
+            f"{entry.name} accepts training files up to {limit / 1024**2:.0f} MB; dataset {train.id} is "
+            f"{train.size_bytes / 1024**2:.1f} MB: split it or use fewer examples",
+            code="file_too_large",
+            param="training_dataset_id",
+        )
+    if entry.closing_notice:
+        _warn(out, f"{entry.name}_fine_tuning_closing", entry.closing_notice)
     table = load_price_table(entry.price_table_path(get_settings())) if entry.price_table_path else _table()
     out.price_table_version = table.version
     try:

@@ -43,6 +43,10 @@ class ProviderEntry:
     inference_client: Callable[[Session, Settings, str], Any] | None = None
     # pricing "price_table": the table of its models; None: the settings' (OpenAI's) table.
     price_table_path: Callable[[Settings], Any] | None = None
+    # The largest training file it accepts (checked before a job is created); None: no limit known.
+    max_training_file_bytes: int | None = None
+    # A warning every new job of this provider carries (its fine-tuning winding down).
+    closing_notice: str | None = None
     # Prices that do not fit the price table's shape (Together's: by model size, LoRA or full, SFT or DPO): (model,
     # tokens of one epoch, hyperparameters, method) -> pricing.CostQuote; raises pricing.UnknownModel when unlisted.
     training_quote: Callable[[str, int, dict[str, Any], str], Any] | None = None
@@ -131,6 +135,7 @@ def _local_entry() -> ProviderEntry:
 
 
 def _azure_entry() -> ProviderEntry:
+    from service.providers.azure import files
     from service.providers.azure.model_names import claims_azure_model
     from service.providers.azure.provider import AzureProvider
 
@@ -158,6 +163,9 @@ def _azure_entry() -> ProviderEntry:
         hyperparameters=HyperparameterMap(placement=frozenset({"training_type"})),
         inference_client=_azure_inference_client,
         price_table_path=lambda _settings: _azure_price_table(),
+        max_training_file_bytes=files.MAX_FILE_BYTES - len(files.BOM),  # the service adds the BOM
+        closing_notice="Azure OpenAI trains these models for existing customers until about 2027-04 and serves their "
+        "fine-tuned deployments until about 2027-10; POST /v1/jobs/{id}/rerun moves a recipe",
     )
 
 
