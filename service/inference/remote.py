@@ -30,7 +30,8 @@ class RemoteBase:
 class RemoteRuntime(DerivedCalls):
     def __init__(self, url: str, token: str, *, max_batch_size: int, request_timeout_s: float) -> None:
         self.url = url.rstrip("/")
-        self.max_batch_size = max_batch_size
+        self._setting_batch = max_batch_size
+        self._role_batch: int | None = None
         self.request_timeout_s = request_timeout_s
         self._headers = {"Authorization": f"Bearer {token}"}
         # Reads wait as long as a request may take (it queues, then streams); everything else is short.
@@ -45,6 +46,20 @@ class RemoteRuntime(DerivedCalls):
             max_batch_size=settings.inference_max_batch_size,
             request_timeout_s=settings.inference_request_timeout_s,
         )
+
+    @property
+    def max_batch_size(self) -> int:
+        """The role's batch, asked once: a GPU's is sized from its memory, far above this process's setting, and
+        callers (evaluations) keep that many requests in flight. This process's setting while the role cannot say."""
+        if self._role_batch is None:
+            try:
+                response = self._client.get(f"{self.url}{wire.HEALTH_PATH}", timeout=CONNECT_TIMEOUT_S)
+                if response.status_code != 200:
+                    return self._setting_batch
+                self._role_batch = max(1, int(response.json()["max_batch_size"]))
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                return self._setting_batch
+        return self._role_batch
 
     def _body(self, model: ModelRef, prompt: Prompt, params: SamplingParams, timeout_s: float | None) -> dict:
         return wire.encode_request(model, prompt, params, timeout_s)

@@ -39,8 +39,10 @@ def create_inference_app(settings: Any) -> FastAPI:
     def health(request: Request) -> Response:
         if not allowed(request):
             return JSONResponse({"kind": "error", "message": "unauthorized"}, status_code=401)
-        stats = local_runtime(settings).stats()
-        return JSONResponse({"queued": stats.queued, "running": stats.running, "resident": stats.resident})
+        runtime = local_runtime(settings)
+        stats = runtime.stats()
+        body = {"queued": stats.queued, "running": stats.running, "resident": stats.resident}
+        return JSONResponse(body | {"max_batch_size": runtime.max_batch_size})
 
     @app.post(wire.LOAD_PATH)
     async def load(request: Request) -> Response:

@@ -73,9 +73,23 @@ def test_errors_cross_the_wire_as_themselves(role, tiny_base: Path) -> None:  # 
 
     with pytest.raises(ModelLoadError):  # before the first item: the API can still answer with an HTTP error
         asyncio.run(open_stream())
-    stranger = RemoteRuntime(there.inference_url, "not-the-token", max_batch_size=8, request_timeout_s=30)
+    stranger = RemoteRuntime(there.inference_url, "not-the-token", max_batch_size=3, request_timeout_s=30)
     with pytest.raises(InferenceError, match="unauthorized"):
         stranger.generate(ModelRef(str(tiny_base)), PROMPT, SamplingParams(max_tokens=2))
+    assert stranger.max_batch_size == 3  # the role does not tell a stranger: its own setting
+
+
+def test_callers_keep_as_many_requests_in_flight_as_the_role_batches(role) -> None:  # type: ignore[no-untyped-def]
+    from service.inference import wire
+
+    _, there = role
+    # A CPU process's setting (2) below the role's batch (8; on a GPU, sized from its memory).
+    remote = RemoteRuntime(
+        there.inference_url, wire.token(there.server_secret()), max_batch_size=2, request_timeout_s=30
+    )
+    assert remote.max_batch_size == 8
+    gone = RemoteRuntime("http://127.0.0.1:9", "t", max_batch_size=2, request_timeout_s=30)
+    assert gone.max_batch_size == 2
 
 
 def test_evaluations_use_the_inference_role_when_it_is_configured(role, tiny_base: Path, adapters) -> None:  # type: ignore[no-untyped-def]
