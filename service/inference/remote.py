@@ -36,7 +36,10 @@ class RemoteRuntime(DerivedCalls):
         self._headers = {"Authorization": f"Bearer {token}"}
         # Reads wait as long as a request may take (it queues, then streams); everything else is short.
         self._timeout = httpx.Timeout(CONNECT_TIMEOUT_S, read=request_timeout_s + 30)
-        self._client = httpx.Client(headers=self._headers, timeout=self._timeout)
+        # One connection per request in flight (a stream holds its connection to the end): httpx's default pool of 100
+        # would make the rest of a GPU role's batch wait, then fail with a pool timeout.
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=32)
+        self._client = httpx.Client(headers=self._headers, timeout=self._timeout, limits=limits)
 
     @classmethod
     def from_settings(cls, settings: Any) -> RemoteRuntime:
