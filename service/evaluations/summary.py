@@ -24,7 +24,7 @@ from service.evaluations.graders.grading import compare_all, grade_all
 from service.evaluations.graders.registry import get_grader
 from service.evaluations.models import Evaluation, EvaluationSample
 from service.providers import registry
-from service.settings import Settings
+from service.settings import Settings, get_settings
 
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -114,9 +114,12 @@ def _cost(model: str | None, provider: str, input_tokens: int, output_tokens: in
     if pricing != "price_table" or model is None:
         return None
     from service.pricing.estimates import inference_cost
+    from service.pricing.table import load_price_table
 
     try:
-        return str(inference_cost(model, input_tokens, output_tokens, batch=batch))
+        # A provider with its own table (Azure) is priced from it: a name it lacks (a deployment's) has no cost.
+        table = load_price_table(entry.price_table_path(get_settings())) if entry.price_table_path else None
+        return str(inference_cost(model, input_tokens, output_tokens, batch=batch, table=table))
     except Exception:  # a model missing from the price table has no cost, not a failed evaluation
         return None
 

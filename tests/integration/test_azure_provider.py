@@ -151,6 +151,8 @@ def test_lifecycle_deployment_and_evaluation(azure):
     assert ev["status"] == "succeeded", ev
     by_name = {c["candidate"]: c for c in ev["results"]["candidates"]}
     assert by_name["fine-tuned"]["model"] == "tickets-ft"
+    # Priced from Azure's table: the base deployment bears the model's name; "tickets-ft" is no name the table knows.
+    assert by_name["base"]["cost_usd"] is not None and by_name["fine-tuned"]["cost_usd"] is None
     tuned = by_name["fine-tuned"]["graders"]["exact"]["metrics"]["pass_rate"]["estimate"]
     base = by_name["base"]["graders"]["exact"]["metrics"]["pass_rate"]["estimate"]
     assert tuned > base
