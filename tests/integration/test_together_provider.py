@@ -309,8 +309,8 @@ def test_provider_listing_and_models(tstack):
 
 
 def test_openai_recipe_moves_to_together_in_one_call(tstack):
-    """POST /v1/jobs/{id}/rerun: the same data and recipe on Together; OpenAI's "auto" values mean Together's
-    defaults, and what Together does not know is dropped with a warning."""
+    """POST /v1/jobs/{id}/rerun: the same data and recipe on Together, OpenAI's hyperparameters carried into Together's
+    own ("auto" values mean Together's defaults), the renaming said in a warning."""
     ds = tstack.upload(_jsonl(PAIRS))
     body = {
         "training_dataset_id": ds["id"],
@@ -332,6 +332,8 @@ def test_openai_recipe_moves_to_together_in_one_call(tstack):
     assert done["status"] == "succeeded", done
     (pj,) = tstack.provider_jobs()
     assert pj["n_epochs"] == 2 and pj["suffix"].startswith("tickets-")
+    # OpenAI's multiplier scales Together's base learning rate (1e-5).
+    assert pj["learning_rate"] == pytest.approx(1.5e-5)
 
 
 @pytest.mark.strict_outbound
