@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import itertools
 import logging
 import math
@@ -145,10 +146,16 @@ class VllmRuntime(DerivedCalls):
         items: asyncio.Queue[Any] = asyncio.Queue()
 
         def put(item: Any) -> None:
-            loop.call_soon_threadsafe(items.put_nowait, item)
+            with contextlib.suppress(RuntimeError):  # the caller's loop is gone; nobody reads any more
+                loop.call_soon_threadsafe(items.put_nowait, item)
 
         # Loading the model and encoding the prompt block: off the caller's loop.
-        task = await loop.run_in_executor(None, lambda: self._submit(model, prompt, params, timeout_s, put))
+        submitted = loop.run_in_executor(None, lambda: self._submit(model, prompt, params, timeout_s, put))
+        try:
+            task = await asyncio.shield(submitted)
+        except asyncio.CancelledError:  # the caller left while the engine started: end the request once it exists
+            submitted.add_done_callback(lambda f: f.cancelled() or f.exception() or f.result().cancel())
+            raise
         return _async_items(items, task)
 
     def stats(self) -> Any:

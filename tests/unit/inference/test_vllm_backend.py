@@ -260,3 +260,16 @@ def test_auto_takes_vllm_only_with_the_package_and_a_gpu(fake_vllm, monkeypatch,
         assert type(runtime).__name__ == "InferenceRuntime"
     finally:
         runtime.close()
+
+
+def test_a_request_past_its_timeout_ends_and_is_aborted(fake_vllm, vllm_runtime, tiny_base: Path):
+    from service.inference import InferenceTimeout
+
+    ref = ModelRef(str(tiny_base))
+    vllm_runtime.load(ref)
+    engine = fake_vllm.engines[0]
+    engine.endless = True
+    with pytest.raises(InferenceTimeout):
+        vllm_runtime.generate(ref, MESSAGES, SamplingParams(max_tokens=8), timeout_s=0.2)
+    wait_for(lambda: engine.aborted == [engine.calls[0]["id"]], timeout=5)
+    wait_for(lambda: vllm_runtime.stats().running == 0, timeout=5)
