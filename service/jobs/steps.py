@@ -265,7 +265,14 @@ def _finish(session: Session, job: Job, pj: ProviderJob, provider: TrainingProvi
         from service.pricing import training_cost
 
         try:
-            cost = training_cost(job.base_model, pj.trained_tokens)
+            quote = registry.entry(job.provider).training_quote
+            if quote is not None:
+                # A provider with its own price list: trained tokens count every epoch, so they are one pass.
+                hp = {**((job.method or {}).get("hyperparameters") or {}), "n_epochs": 1}
+                cost = quote(job.base_model, pj.trained_tokens, hp, (job.method or {}).get("type", "supervised"))
+                cost = cost.amount_usd
+            else:
+                cost = training_cost(job.base_model, pj.trained_tokens)
             job.actual_cost_usd = str(cost.amount if hasattr(cost, "amount") else cost)
         except Exception:  # an unknown model has no price; the job still succeeded
             log.info("no training price for %s", job.base_model)

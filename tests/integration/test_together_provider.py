@@ -118,7 +118,7 @@ def test_lifecycle_to_an_evaluated_fine_tune(tstack):
     assert done["status"] == "succeeded", done
     assert done["provider_job_id"].startswith("ft-")
     assert done["fine_tuned_model"].startswith(f"emulated-account/{BASE.split('/')[1]}-tickets-")
-    assert done["trained_tokens"] > 0
+    assert done["trained_tokens"] > 0 and float(done["actual_cost_usd"]) > 0  # at Together's LoRA SFT list price
 
     # One Together file and one job, which carries our id in its suffix and the settings we asked for.
     (pj,) = tstack.provider_jobs()
