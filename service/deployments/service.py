@@ -34,7 +34,8 @@ class DeploymentView:
 
 
 def needs_deployment(job: Job) -> bool:
-    return registry.entry(job.provider).capabilities.needs_deployment
+    entry = registry.find(job.provider)  # a job of a provider no longer registered still reads
+    return entry is not None and entry.capabilities.needs_deployment
 
 
 def registered(session: Session, job: Job) -> JobEvent | None:
