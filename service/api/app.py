@@ -53,9 +53,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     problems.install(app)
 
     from service.datasets.router import router as datasets_router
-    from service.distill.router import router as distill_router
     from service.datasets.rules_router import router as dataset_rules_router
     from service.deployments.router import router as deployments_router
+    from service.distill.router import router as distill_router
     from service.evaluations.router import router as evaluations_router
     from service.events.router import router as events_router
     from service.jobs.artifacts_router import router as job_artifacts_router
