@@ -5,7 +5,8 @@ same number of optimizer steps. `bare` is the textbook loop (HF `labels=` loss, 
 that loop with Liger's kernels patched in (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU): the tuned reference on
 a GPU, skipped with the reason elsewhere. Each side runs in its own process (Liger patches transformers' modules for
 the whole process; peak memory is per side), and rounds alternate the sides so that a busy machine slows all alike.
-Throughput counts real (non-padding) tokens per second over the steps after warm-up. Printed per side: tokens/s,
+Throughput counts real (non-padding) tokens per second over the steps after warm-up, by wall time and by the
+process's CPU time (which other processes on a shared machine disturb less). Printed per side: tokens/s,
 MFU (4 x non-embedding parameters per token, LoRA fwd+bwd) against the stated peak of the GPU and against the
 matmul ceiling measured here, and peak memory (CUDA: max allocated; every device: the side's peak RSS). Also the
 share of token slots spent on padding with packing, with length bucketing, and with naive batching in file order.
@@ -66,10 +67,20 @@ def bench_model(name: str) -> BaseModelSource:
     return resolve_base_model(name, model_dirs=[path.resolve().parent] if path.exists() else [])
 
 
-def trainer_side(args: argparse.Namespace, params: LocalTrainParams, work: Path, round_: int) -> tuple[float, int]:
+def trainer_side(
+    args: argparse.Namespace, params: LocalTrainParams, work: Path, round_: int, *, cpu: list[float] | None = None
+) -> tuple[float, int]:
     """Tokens/s of `train()` over the steps after warm-up: wall time between its step events, so whatever it does
-    between steps (metrics, RNG capture) counts as the bare loop's whole step does."""
+    between steps (metrics, RNG capture) counts as the bare loop's whole step does. `cpu` gets the process CPU
+    seconds of those steps."""
     steps: list[Any] = []
+    cpu_at: list[float] = []
+
+    def on_event(event: Any) -> None:
+        if event.type == "step":
+            steps.append(event)
+            cpu_at.append(time.process_time())
+
     output = work / f"trainer-{Path(args.model).name}-{round_}"
     shutil.rmtree(output, ignore_errors=True)  # a finished run there would be returned, not trained again
     train(
@@ -80,18 +91,23 @@ def trainer_side(args: argparse.Namespace, params: LocalTrainParams, work: Path,
         output_dir=output,
         cache_dir=work / "cache",
         device=args.device,
-        on_event=lambda e: steps.append(e) if e.type == "step" else None,
+        on_event=on_event,
         num_threads=args.threads,
     )
     if not args.warmup:
         raise SystemExit("--warmup must be at least 1 (the first step's start is measured from the step before)")
     first, last = steps[args.warmup - 1], steps[-1]
     tokens = last.tokens - first.tokens
+    if cpu is not None:
+        cpu.append(cpu_at[-1] - cpu_at[args.warmup - 1])
     return tokens / (last.elapsed_s - first.elapsed_s), tokens
 
 
-def bare_side(args: argparse.Namespace, params: LocalTrainParams, work: Path) -> tuple[float, int, float]:
-    """Tokens/s of a plain loop on the very same batches; also returns model FLOPs per real token."""
+def bare_side(
+    args: argparse.Namespace, params: LocalTrainParams, work: Path, *, cpu: list[float] | None = None
+) -> tuple[float, int, float]:
+    """Tokens/s of a plain loop on the very same batches; also returns model FLOPs per real token. `cpu` gets the
+    process CPU seconds of the measured steps."""
     device = select_device(args.device)
     _, dtype = select_precision(params.precision, device)
     configure_threads(args.threads) if device.type == "cpu" else None
@@ -109,11 +125,11 @@ def bare_side(args: argparse.Namespace, params: LocalTrainParams, work: Path) ->
     total = len(plan)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(total, round(0.05 * total)))
     pad_id = int(loaded.tokenizer.pad_token_id)
-    tokens, seconds = 0, 0.0
+    tokens, seconds, cpu_seconds = 0, 0.0, 0.0
     for index, step in enumerate(plan):
         if device.type == "cuda":
             torch.cuda.synchronize()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         step_tokens = 0
         for micro_batch in step.micro_batches:
             batch = {k: v.to(device) for k, v in collate(micro_batch, examples, pad_id).items()}
@@ -130,6 +146,9 @@ def bare_side(args: argparse.Namespace, params: LocalTrainParams, work: Path) ->
         if index >= args.warmup:
             tokens += step_tokens
             seconds += time.perf_counter() - started
+            cpu_seconds += time.process_time() - cpu_started
+    if cpu is not None:
+        cpu.append(cpu_seconds)
     return tokens / seconds, tokens, per_token
 
 
@@ -144,14 +163,16 @@ def liger_unavailable(device: torch.device) -> str | None:
     return None
 
 
-def liger_side(args: argparse.Namespace, params: LocalTrainParams, work: Path) -> tuple[float, int, float]:
+def liger_side(
+    args: argparse.Namespace, params: LocalTrainParams, work: Path, *, cpu: list[float] | None = None
+) -> tuple[float, int, float]:
     """The bare loop with Liger's kernels patched into transformers' modules for this process (the GPU kit's way)."""
     from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
     from transformers import AutoConfig
 
     model_type = AutoConfig.from_pretrained(args.model).model_type
     MODEL_TYPE_TO_APPLY_LIGER_FN[model_type]()
-    return bare_side(args, params, work)
+    return bare_side(args, params, work, cpu=cpu)
 
 
 def matmul_ceiling_tflops(device: torch.device, threads: int) -> float:
@@ -180,14 +201,16 @@ def run_side(args: argparse.Namespace, params: LocalTrainParams, work: Path, sid
     device = select_device(args.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    cpu: list[float] = []
     if side == "trainer":
-        rate, tokens = trainer_side(args, params, work, round_)
+        rate, tokens = trainer_side(args, params, work, round_, cpu=cpu)
     else:
-        rate, tokens, _ = (liger_side if side == "liger" else bare_side)(args, params, work)
+        rate, tokens, _ = (liger_side if side == "liger" else bare_side)(args, params, work, cpu=cpu)
     return {
         "side": side,
         "tok_s": rate,
         "tokens": tokens,
+        "tok_per_cpu_s": tokens / cpu[0] if cpu and cpu[0] > 0 else None,
         "peak_gpu_bytes": int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
@@ -295,7 +318,13 @@ def main() -> None:
             results[side].append(spawn_side(args, side, round_))
         counts = {results[side][-1]["tokens"] for side in sides}
         assert len(counts) == 1, counts  # the very same batches on every side
-        print(f"round {round_ + 1}: " + " | ".join(f"{s} {results[s][-1]['tok_s']:8.1f} tok/s" for s in sides))
+        print(
+            f"round {round_ + 1}: "
+            + " | ".join(
+                f"{s} {results[s][-1]['tok_s']:8.1f} tok/s, {results[s][-1]['tok_per_cpu_s'] or 0:8.1f} tok/CPU-s"
+                for s in sides
+            )
+        )
 
     from transformers import AutoConfig
 
@@ -325,12 +354,13 @@ def main() -> None:
     # Ratios within a round, then their median: a machine whose load drifts between rounds moves both sides alike.
     for other, target in (("bare", "target >= 0.90x on CPU"), ("liger", "target >= 1.0x on the GPU")):
         if "trainer" in rates and other in rates:
-            paired = [t["tok_s"] / o["tok_s"] for t, o in zip(results["trainer"], results[other], strict=True)]
-            print(
-                f"trainer / {other:5s} {statistics.median(paired):6.2f}x (median of rounds: "
-                + ", ".join(f"{r:.2f}" for r in paired)
-                + f"; {target})"
-            )
+            for key, unit in (("tok_s", "wall"), ("tok_per_cpu_s", "CPU time")):
+                paired = [t[key] / o[key] for t, o in zip(results["trainer"], results[other], strict=True)]
+                print(
+                    f"trainer / {other:5s} {statistics.median(paired):6.2f}x by {unit} (median of rounds: "
+                    + ", ".join(f"{r:.2f}" for r in paired)
+                    + f"; {target})"
+                )
     pads = padding_report(args, params, work)
     print(
         f"padding share: packed {pads['packed']:.1%} | length-bucketed {pads['bucketed']:.1%} | naive file order "
