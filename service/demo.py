@@ -270,6 +270,8 @@ def _steps(
         f"  {serve_url}/v1/jobs/{job['id']}   .../metrics   .../events   .../checkpoints\n"
         f"  {serve_url}/v1/evaluations/{job['evaluation_id']}   .../samples?only=disagreements\n"
         f"  {serve_url}/v1/datasets/{ds['id']}/report\n"
+        f"In a browser (sign in with the key): {serve_url}/ui/jobs/{job['id']} (the loss curve) and "
+        f"{serve_url}/ui/evaluations/{job['evaluation_id']} (base and fine-tuned side by side, human review)\n"
         "The data stays in the data directory."
     )
     return 0
