@@ -35,8 +35,10 @@ def seeded(settings, project):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def app(settings):  # type: ignore[no-untyped-def]
-    """The app with the rate limiter on, but an anonymous burst no test here reaches: these tests sign in many times
-    from one address, and on the PostgreSQL + Redis run the address's bucket lives in Redis across tests."""
+    """The app with the rate limiter on, but an anonymous budget no test here reaches: these tests sign in many times
+    from one address, and on the PostgreSQL + Redis run the address's bucket lives in Redis across tests (a bucket an
+    earlier app left empty refills at this app's rate, so the rate is raised with the burst)."""
     from service.api.app import create_app
 
-    return create_app(settings.model_copy(update={"anonymous_rate_limit_burst": 1_000_000}))
+    limits = {"anonymous_rate_limit_burst": 1_000_000, "anonymous_rate_limit_per_s": 1_000_000.0}
+    return create_app(settings.model_copy(update=limits))
