@@ -8,8 +8,8 @@ import signal
 
 import httpx
 import pytest
-from procs import Processes, base_env, free_port, wait_http_ok
-from test_crash_submission import TEST_DATABASE_URL, TEST_REDIS_URL, _check_crash_state, _job_row, crash_broker_url
+from procs import free_port, wait_http_ok
+from test_crash_submission import _check_crash_state, _job_row, crash_processes
 from test_crash_submission import pytestmark as _crash_marks
 
 from helpers import wait_for
@@ -32,32 +32,15 @@ def emulator():
 
 @pytest.fixture
 def processes(settings, emulator, tmp_path):
-    import redis
-
-    broker = crash_broker_url()
-    redis.Redis.from_url(broker).flushdb()
-    env = base_env(
-        FINETUNE_DATABASE_URL=TEST_DATABASE_URL,
-        FINETUNE_BROKER_URL=broker,
-        FINETUNE_REDIS_URL=TEST_REDIS_URL,
-        FINETUNE_DATA_DIR=str(settings.data_dir),
-        FINETUNE_SECRET_KEY=settings.secret_key.get_secret_value(),
+    yield from crash_processes(
+        settings,
+        tmp_path,
         FINETUNE_AZURE_OPENAI_ENDPOINT=emulator.endpoint,
         FINETUNE_AZURE_OPENAI_API_KEY=KEY,
         FINETUNE_OUTBOUND_ALLOWLIST="127.0.0.1/32,::1/128,localhost",
         FINETUNE_OUTBOUND_ALLOW_HTTP="true",
         FINETUNE_DEFAULT_PROVIDER="azure",
-        FINETUNE_POLL_SCALE="0.01",
-        FINETUNE_POLL_MIN_S="0.05",
-        FINETUNE_LEASE_S="2",
-        FINETUNE_SWEEP_INTERVAL_S="0.2",
-        FINETUNE_REQUEUE_AFTER_S="1",
-        FINETUNE_LOG_LEVEL="WARNING",
     )
-    procs = Processes(env=env, log_dir=tmp_path)
-    yield procs
-    procs.stop_all()
-    redis.Redis.from_url(broker).flushdb()
 
 
 def _provider_view(emulator, our_job_id: str) -> tuple[list[dict], list[dict]]:

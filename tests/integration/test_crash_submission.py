@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -55,8 +56,10 @@ def emulator():
         yield emu
 
 
-@pytest.fixture
-def processes(settings, emulator, tmp_path):
+def crash_processes(settings, tmp_path, **provider_env: str) -> Iterator[Processes]:
+    """Real api, sweeper and worker processes on the test PostgreSQL and Redis, on a broker database of their own,
+    training on the provider ``provider_env`` configures (its key, base URL, ``FINETUNE_DEFAULT_PROVIDER``). Used with
+    ``yield from`` by each provider's ``processes`` fixture."""
     import redis
 
     broker = crash_broker_url()
@@ -67,9 +70,7 @@ def processes(settings, emulator, tmp_path):
         FINETUNE_REDIS_URL=TEST_REDIS_URL,
         FINETUNE_DATA_DIR=str(settings.data_dir),
         FINETUNE_SECRET_KEY=settings.secret_key.get_secret_value(),
-        FINETUNE_OPENAI_API_KEY="sk-test-emulator",
-        FINETUNE_OPENAI_BASE_URL=emulator.base_url,
-        FINETUNE_DEFAULT_PROVIDER="openai",
+        **provider_env,
         FINETUNE_POLL_SCALE="0.01",
         FINETUNE_POLL_MIN_S="0.05",
         # A dead worker's lease (and its upload claim, which lives as long) expires quickly, so the test is short.
@@ -82,6 +83,17 @@ def processes(settings, emulator, tmp_path):
     yield procs
     procs.stop_all()
     redis.Redis.from_url(broker).flushdb()
+
+
+@pytest.fixture
+def processes(settings, emulator, tmp_path):
+    yield from crash_processes(
+        settings,
+        tmp_path,
+        FINETUNE_OPENAI_API_KEY="sk-test-emulator",
+        FINETUNE_OPENAI_BASE_URL=emulator.base_url,
+        FINETUNE_DEFAULT_PROVIDER="openai",
+    )
 
 
 def _provider_view(emulator, our_job_id: str) -> tuple[list[dict], list[dict]]:

@@ -13,8 +13,8 @@ import signal
 
 import httpx
 import pytest
-from procs import Processes, base_env, free_port, wait_http_ok
-from test_crash_submission import TEST_BROKER_URL, TEST_DATABASE_URL, TEST_REDIS_URL, _job_row, crash_broker_url
+from procs import free_port, wait_http_ok
+from test_crash_submission import TEST_BROKER_URL, _check_crash_state, _job_row, crash_processes
 
 from helpers import wait_for
 from service.jobs.crashpoints import ENV_VAR, SUBMISSION_POINTS
@@ -40,30 +40,13 @@ def together():
 
 @pytest.fixture
 def processes(settings, together, tmp_path):
-    import redis
-
-    broker = crash_broker_url()
-    redis.Redis.from_url(broker).flushdb()
-    env = base_env(
-        FINETUNE_DATABASE_URL=TEST_DATABASE_URL,
-        FINETUNE_BROKER_URL=broker,
-        FINETUNE_REDIS_URL=TEST_REDIS_URL,
-        FINETUNE_DATA_DIR=str(settings.data_dir),
-        FINETUNE_SECRET_KEY=settings.secret_key.get_secret_value(),
+    yield from crash_processes(
+        settings,
+        tmp_path,
         FINETUNE_TOGETHER_API_KEY=together.api_key,
         FINETUNE_TOGETHER_BASE_URL=together.base_url,
         FINETUNE_DEFAULT_PROVIDER="together",
-        FINETUNE_POLL_SCALE="0.01",
-        FINETUNE_POLL_MIN_S="0.05",
-        FINETUNE_LEASE_S="2",
-        FINETUNE_SWEEP_INTERVAL_S="0.2",
-        FINETUNE_REQUEUE_AFTER_S="1",
-        FINETUNE_LOG_LEVEL="WARNING",
     )
-    procs = Processes(env=env, log_dir=tmp_path)
-    yield procs
-    procs.stop_all()
-    redis.Redis.from_url(broker).flushdb()
 
 
 def _together_view(together, our_job_id: str) -> tuple[list[dict], list[dict]]:
@@ -71,23 +54,6 @@ def _together_view(together, our_job_id: str) -> tuple[list[dict], list[dict]]:
     jobs = [j for j in state["jobs"] if job_tag(our_job_id) in (j.get("suffix") or "")]
     files = [f for f in state["files"] if f["purpose"] == "fine-tune"]
     return jobs, files
-
-
-def _check_crash_state(point: str, job, file_rows, provider_jobs, provider_files) -> None:
-    if point == "upload.claimed":
-        assert provider_files == [] and [r.status for r in file_rows] == ["uploading"]
-    elif point == "upload.sent":
-        assert len(provider_files) == 1 and [r.status for r in file_rows] == ["uploading"]
-    elif point == "upload.recorded":
-        assert len(provider_files) == 2 and {r.status for r in file_rows} == {"ready"}
-        assert provider_jobs == [] and job.status == "uploading"
-    elif point == "create.sent":
-        assert len(provider_jobs) == 1 and job.provider_job_id is None and job.status == "uploading"
-    elif point == "create.committed":
-        assert len(provider_jobs) == 1 and job.provider_job_id == provider_jobs[0]["id"]
-        assert job.status not in ("created", "uploading")
-    else:  # a point added to SUBMISSION_POINTS needs its expected state here
-        raise AssertionError(f"no expectation for crash point {point}")
 
 
 @pytest.mark.parametrize("point", SUBMISSION_POINTS)
