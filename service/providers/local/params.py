@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from service.providers.openai_vocabulary import from_openai
+
 # Fields that only change what is observed or kept, or how fast the same computation runs (kernels, memory for time),
 # not the trained weights: a resume may change them, and runs recorded before they existed keep their fingerprint.
 _NON_TRAJECTORY_FIELDS = frozenset(
@@ -136,18 +138,9 @@ def check_method_params(params: LocalTrainParams, method: str) -> None:
 # learning rate by `learning_rate_multiplier`; here the multiplier scales our default (1e-3, suited to LoRA), so 1.0
 # means "what this provider would have chosen", as it does at OpenAI. "auto" leaves our default.
 def from_openai_hyperparameters(hyperparameters: dict[str, object]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for name in ("n_epochs", "batch_size"):
-        value = hyperparameters.get(name)
-        if value is not None and value != "auto":
-            out[name] = value
-    multiplier = hyperparameters.get("learning_rate_multiplier")
-    if multiplier is not None and multiplier != "auto":
-        out["learning_rate"] = LocalTrainParams.model_fields["learning_rate"].default * float(multiplier)  # type: ignore[arg-type]
-    beta = hyperparameters.get("beta")  # only OpenAI's DPO section has it
-    if beta is not None and beta != "auto":
-        out["beta"] = beta
-    return out
+    return from_openai(
+        hyperparameters, base_learning_rate=LocalTrainParams.model_fields["learning_rate"].default, beta_name="beta"
+    )
 
 
 def to_openai_hyperparameters(params: dict[str, object]) -> dict[str, object]:

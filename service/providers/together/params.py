@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
+from service.providers.openai_vocabulary import from_openai
+
 # Together's default learning rate (``learning_rate`` in its description): OpenAI's ``learning_rate_multiplier``
 # scales it, so 1.0 means "what Together would have chosen", as it does at OpenAI.
 BASE_LEARNING_RATE = 1e-5
@@ -111,18 +113,7 @@ class TogetherHyperparameters(BaseModel):
 
 # OpenAI's hyperparameters, for jobs created through the OpenAI-shaped routes ("auto" leaves Together's default).
 def from_openai_hyperparameters(hyperparameters: dict[str, object]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for name in ("n_epochs", "batch_size"):
-        value = hyperparameters.get(name)
-        if value is not None and value != "auto":
-            out[name] = value
-    multiplier = hyperparameters.get("learning_rate_multiplier")
-    if multiplier is not None and multiplier != "auto":
-        out["learning_rate"] = BASE_LEARNING_RATE * float(multiplier)  # type: ignore[arg-type]
-    beta = hyperparameters.get("beta")  # only OpenAI's DPO section has it
-    if beta is not None and beta != "auto":
-        out["dpo_beta"] = beta
-    return out
+    return from_openai(hyperparameters, base_learning_rate=BASE_LEARNING_RATE, beta_name="dpo_beta")
 
 
 def to_openai_hyperparameters(params: dict[str, object]) -> dict[str, object]:
